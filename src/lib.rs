@@ -1,3 +1,6 @@
 //! Lightning Stream in Rust: syncs LMDB databases (above all PowerDNS Authoritative's LMDB
 //! backend) through an object store, compatible with the Go implementation's bucket objects,
 //! value headers, configuration and command line.
+
+pub mod display;
+pub mod storage;

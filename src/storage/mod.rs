@@ -1,0 +1,170 @@
+//! Object storage behind one small trait: list by prefix in name order, get as a stream, put from
+//! a stream of known length, delete. Backends live one per file (`fs`, `memory`, and S3 in its own
+//! issue); the syncer and the `snapshots` commands only see [`Storage`]. Streams keep snapshot
+//! transfers out of memory, and the known length is what S3 needs for a plain signed PUT.
+
+pub mod fs;
+pub mod memory;
+
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+
+/// One listed object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub name: String,
+    pub size: u64,
+}
+
+/// Errors of every backend, each naming the object (or prefix) concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("object {name:?} does not exist")]
+    NotFound { name: String },
+    #[error("invalid object name {name:?}: {reason}")]
+    InvalidName { name: String, reason: &'static str },
+    #[error("{op} {name:?}: {source}")]
+    Io {
+        op: &'static str,
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{op} {name:?}: {message}")]
+    Backend {
+        op: &'static str,
+        name: String,
+        message: String,
+    },
+}
+
+impl StorageError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound { .. })
+    }
+
+    pub(crate) fn io(op: &'static str, name: &str, source: io::Error) -> Self {
+        if source.kind() == io::ErrorKind::NotFound && op == "get" {
+            return StorageError::NotFound {
+                name: name.to_string(),
+            };
+        }
+        StorageError::Io {
+            op,
+            name: name.to_string(),
+            source,
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// A blob store holding snapshot objects. Implementations are shared between threads.
+pub trait Storage: Send + Sync {
+    /// Every object whose name starts with `prefix`, sorted by name (bytewise).
+    fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>>;
+    /// The object's content as a stream; [`StorageError::NotFound`] when it does not exist.
+    fn get(&self, name: &str) -> Result<Box<dyn Read + Send + '_>>;
+    /// Stores exactly `len` bytes read from `body` under `name`, replacing any existing object
+    /// atomically: readers see the old or the new content, never a mix.
+    fn put(&self, name: &str, body: &mut dyn Read, len: u64) -> Result<()>;
+    /// Removes the object; a missing object is not an error.
+    fn delete(&self, name: &str) -> Result<()>;
+    /// Short backend name for logs (`fs`, `memory`, `s3`).
+    fn kind(&self) -> &'static str;
+}
+
+/// Uploads a whole file (from its start) under `name`.
+pub fn put_file(storage: &dyn Storage, name: &str, file: &mut File) -> Result<()> {
+    let len = file
+        .metadata()
+        .map_err(|e| StorageError::io("put", name, e))?
+        .len();
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| StorageError::io("put", name, e))?;
+    storage.put(name, file, len)
+}
+
+/// Downloads an object into an anonymous temporary file so that it can be read twice (validate,
+/// then merge) without holding it in memory. Returns the file positioned at its start and the
+/// object's size.
+pub fn get_to_tempfile(storage: &dyn Storage, name: &str) -> Result<(File, u64)> {
+    let mut body = storage.get(name)?;
+    let mut file = tempfile::tempfile().map_err(|e| StorageError::io("get", name, e))?;
+    let size = io::copy(&mut body, &mut file).map_err(|e| StorageError::Io {
+        op: "get",
+        name: name.to_string(),
+        source: e,
+    })?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| StorageError::io("get", name, e))?;
+    Ok((file, size))
+}
+
+/// Reads a stream of exactly `len` bytes, failing on a short or long body; used by backends to
+/// make a caller's wrong length an error instead of a truncated object.
+pub(crate) fn copy_exact(
+    body: &mut dyn Read,
+    out: &mut dyn io::Write,
+    len: u64,
+    name: &str,
+) -> Result<()> {
+    let copied = io::copy(&mut body.take(len), out).map_err(|e| StorageError::io("put", name, e))?;
+    if copied != len {
+        return Err(StorageError::Backend {
+            op: "put",
+            name: name.to_string(),
+            message: format!("body ended after {copied} of {len} bytes"),
+        });
+    }
+    let mut probe = [0u8; 1];
+    match body.read(&mut probe) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(StorageError::Backend {
+            op: "put",
+            name: name.to_string(),
+            message: format!("body is longer than the announced {len} bytes"),
+        }),
+        Err(e) => Err(StorageError::io("put", name, e)),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Behaviour every backend must share; each backend's tests call this.
+    pub(crate) fn exercise_backend(s: &dyn Storage) {
+        assert!(s.list("").unwrap().is_empty());
+        let err = s.get("main__a__x").err().expect("missing object must fail");
+        assert!(err.is_not_found(), "{err}");
+
+        s.put("main__b__2", &mut &b"bbbb"[..], 4).unwrap();
+        s.put("main__a__1", &mut &b"a"[..], 1).unwrap();
+        s.put("shard__a__1", &mut &b""[..], 0).unwrap();
+        let all: Vec<_> = s.list("").unwrap();
+        let names: Vec<_> = all.iter().map(|o| o.name.as_str()).collect();
+        assert_eq!(names, ["main__a__1", "main__b__2", "shard__a__1"]);
+        assert_eq!(all[1].size, 4);
+        assert_eq!(all[2].size, 0);
+        let main: Vec<_> = s.list("main__").unwrap();
+        assert_eq!(main.len(), 2);
+
+        let mut buf = Vec::new();
+        s.get("main__b__2").unwrap().read_to_end(&mut buf).unwrap();
+        assert_eq!(buf, b"bbbb");
+
+        // Replace, then wrong lengths are refused and leave the old content.
+        s.put("main__b__2", &mut &b"cc"[..], 2).unwrap();
+        assert!(s.put("main__b__2", &mut &b"c"[..], 2).is_err());
+        assert!(s.put("main__b__2", &mut &b"ccc"[..], 2).is_err());
+        buf.clear();
+        s.get("main__b__2").unwrap().read_to_end(&mut buf).unwrap();
+        assert_eq!(buf, b"cc");
+
+        s.delete("main__b__2").unwrap();
+        s.delete("main__b__2").unwrap();
+        assert!(s.get("main__b__2").err().unwrap().is_not_found());
+        assert_eq!(s.list("main__").unwrap().len(), 1);
+    }
+}
