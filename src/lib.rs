@@ -5,3 +5,7 @@
 pub mod display;
 pub mod storage;
 pub mod logging;
+pub mod cli;
+pub mod commands;
+pub mod merge;
+pub mod syncer;

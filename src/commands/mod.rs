@@ -1,0 +1,204 @@
+//! The commands, one file each, and the pre-run sequence they share (spec/cli.md §2): load and
+//! validate the config before anything touches an LMDB, apply the log flags, `--minimum-pid`,
+//! `--log-config` and `--timeout`. Errors are printed once, here, with their context.
+
+mod dump;
+mod snapshots;
+mod stats;
+mod sync;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::cli::{Cli, Command};
+use crate::config::{self, Config, GoDuration, LmdbConfig};
+use crate::lmdb::{Env, EnvOptions};
+use crate::logging;
+use crate::storage::{Storage, fs::FsStorage, memory::MemoryStorage};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Exit code for `--timeout` (EX_TEMPFAIL), as the Go version uses.
+const EXIT_TIMEOUT: u8 = 75;
+
+/// Runs the parsed command line and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    if cli.version {
+        println!("lightningstream version {VERSION}");
+        return ExitCode::SUCCESS;
+    }
+    let Some(command) = cli.command.as_ref() else {
+        eprintln!("Error: no command given; run 'lightningstream --help' for usage");
+        return ExitCode::FAILURE;
+    };
+    if let Command::Version(_) = command {
+        println!("{VERSION}");
+        return ExitCode::SUCCESS;
+    }
+    let cfg = match prepare(&cli) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            // The logger may not be set up yet: print plainly.
+            eprintln!("Error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match command {
+        Command::Sync(c) => sync::run_sync(&cfg, c),
+        Command::Receive(c) => sync::run_receive(&cfg, c),
+        Command::Snapshots(c) => snapshots::run(&cfg, &c.command),
+        Command::Dump(c) => dump::run(&cfg, c),
+        Command::Stats(_) => stats::run(&cfg),
+        Command::Version(_) => Ok(()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!(error = format!("{e:#}"); "Error");
+            eprintln!("Error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the config and applies the global flags (spec/cli.md §2).
+fn prepare(cli: &Cli) -> anyhow::Result<Config> {
+    let mut cfg = config::load(std::path::Path::new(&cli.config))?;
+    if let Some(l) = &cli.log_level {
+        cfg.log.level = l.clone();
+    }
+    if cli.debug {
+        cfg.log.level = "debug".into();
+    }
+    if let Some(f) = &cli.log_format {
+        cfg.log.format = f.clone();
+    }
+    if let Some(t) = &cli.log_timestamp {
+        cfg.log.timestamp = t.clone();
+    }
+    if let Some(i) = &cli.instance {
+        cfg.instance = i.clone();
+    }
+    let opts = logging::LogOptions {
+        level: logging::parse_level(&cfg.log.level).map_err(anyhow::Error::msg)?,
+        format: logging::parse_format(&cfg.log.format).map_err(anyhow::Error::msg)?,
+        timestamp: logging::parse_timestamp(&cfg.log.timestamp).map_err(anyhow::Error::msg)?,
+    };
+    logging::init(opts);
+    minimum_pid(cli.minimum_pid)?;
+    log::debug!(version = VERSION; "Running");
+    if cli.log_config {
+        log::info!("Effective configuration:\n{}\n", cfg.effective_yaml());
+    }
+    if let Some(t) = &cli.timeout {
+        let d: GoDuration = t
+            .parse()
+            .map_err(|e| anyhow::anyhow!("invalid argument {t:?} for \"--timeout\" flag: {e}"))?;
+        arm_timeout(d.as_std());
+    }
+    Ok(cfg)
+}
+
+/// `--timeout`: after `d`, log and exit 75 whatever the command is doing (an LMDB write
+/// transaction in progress is simply never committed).
+fn arm_timeout(d: Duration) {
+    if d.is_zero() {
+        return;
+    }
+    log::info!(timeout = format!("{d:?}"); "Setting command timeout");
+    std::thread::spawn(move || {
+        std::thread::sleep(d);
+        log::warn!("Timeout reached");
+        log::error!("Exiting due to timeout");
+        std::process::exit(i32::from(EXIT_TIMEOUT));
+    });
+}
+
+/// `--minimum-pid N` (spec/cli.md §3): in containers where we start as PID 1, LMDB's reader
+/// table can confuse our PID with another namespace's; burn PIDs and re-run ourselves.
+fn minimum_pid(n: i64) -> anyhow::Result<()> {
+    if n <= 0 {
+        return Ok(());
+    }
+    let n = if n > 200 {
+        log::warn!(limit = 200; "Adjusted minimum PID to limit");
+        200
+    } else {
+        n
+    };
+    let pid = i64::from(std::process::id());
+    if pid >= n {
+        log::info!(pid = pid, minimum_pid = n; "PID satisfies minimum");
+        return Ok(());
+    }
+    if std::env::var_os("LIGHTNINGSTREAM_NO_PID_CHECK").is_some_and(|v| !v.is_empty()) {
+        log::warn!(pid = pid, minimum_pid = n; "PID does NOT satisfy minimum, but requested to skip check");
+        return Ok(());
+    }
+    for _ in pid..n {
+        // Each failed spawn still consumes a PID, which is the point.
+        let _ = std::process::Command::new("/nonexistent").spawn();
+    }
+    let exe = std::env::current_exe().context("finding our own executable for --minimum-pid")?;
+    let status = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("LIGHTNINGSTREAM_NO_PID_CHECK", "1")
+        .status()
+        .context("re-running ourselves for --minimum-pid")?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+/// Creates the storage backend of `storage.type`.
+pub fn open_storage(cfg: &Config) -> anyhow::Result<Arc<dyn Storage>> {
+    let storage: Arc<dyn Storage> = match cfg.storage.kind.as_str() {
+        "fs" => {
+            let o = cfg.storage.fs_options()?;
+            Arc::new(
+                FsStorage::new(std::path::Path::new(&o.root_path))
+                    .with_context(|| format!("fs storage at {:?}", o.root_path))?,
+            )
+        }
+        "memory" => Arc::new(MemoryStorage::new()),
+        "" => bail!("no storage.type configured"),
+        other => bail!("storage.type {other:?} not found or registered"),
+    };
+    log::info!(storage_type = storage.kind(); "Storage backend initialised");
+    Ok(storage)
+}
+
+/// Opens a configured LMDB with its options (spec/sync-loop.md §1.1).
+pub fn open_lmdb(name: &str, l: &LmdbConfig) -> anyhow::Result<Arc<Env>> {
+    let o = &l.options;
+    let opts = EnvOptions {
+        no_subdir: o.no_subdir,
+        create: o.create,
+        map_size: o.map_size,
+        max_dbs: o.max_dbs,
+        file_mask: o.file_mask,
+        dir_mask: o.dir_mask,
+        read_only: false,
+    };
+    log::info!(db = name, lmdbpath = l.path; "Opening LMDB");
+    let env = Env::open(std::path::Path::new(&l.path), &opts)
+        .with_context(|| format!("opening LMDB {name:?} at {:?}", l.path))?;
+    let info = env.info().with_context(|| format!("LMDB {name:?} info"))?;
+    log::info!(db = name, MapSize = crate::display::human_size(info.map_size), LastTxnID = info.last_txn_id; "Env info");
+    Ok(env)
+}
+
+/// The instance name: configured, or the host name, sanitised as the Go version does.
+pub fn instance_name(cfg: &Config) -> anyhow::Result<String> {
+    let raw = if cfg.instance.is_empty() {
+        crate::syncer::hostname()
+    } else {
+        cfg.instance.clone()
+    };
+    let name = crate::snapshot::name::sanitize_instance(&raw);
+    if name.is_empty() {
+        bail!("instance name could not be determined, please provide one with --instance");
+    }
+    Ok(name)
+}

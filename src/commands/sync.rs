@@ -1,0 +1,144 @@
+//! `sync` and `receive`: open storage and every selected LMDB (all before syncing starts, so a
+//! bad path fails fast), then run one syncer per LMDB on its own thread. The first syncer to fail
+//! stops the others and the process exits 1.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, anyhow};
+
+use crate::cli::{ReceiveCmd, SyncCmd};
+use crate::config::Config;
+use crate::merge::LoadOptions;
+use crate::syncer::{SyncOptions, Syncer};
+
+pub fn run_sync(cfg: &Config, cmd: &SyncCmd) -> anyhow::Result<()> {
+    run(
+        cfg,
+        cmd.only_once || cfg.only_once,
+        false,
+        cmd.wait_for_marker_file.as_deref(),
+        &cmd.only_db,
+    )
+}
+
+pub fn run_receive(cfg: &Config, cmd: &ReceiveCmd) -> anyhow::Result<()> {
+    run(
+        cfg,
+        cmd.only_once || cfg.only_once,
+        true,
+        cmd.wait_for_marker_file.as_deref(),
+        &[],
+    )
+}
+
+fn run(
+    cfg: &Config,
+    only_once: bool,
+    receive_only: bool,
+    marker: Option<&str>,
+    only_db: &[String],
+) -> anyhow::Result<()> {
+    let instance = super::instance_name(cfg)?;
+    let storage = super::open_storage(cfg)?;
+    if let Some(m) = marker {
+        wait_for_marker(cfg, storage.as_ref(), m);
+    }
+    let opts = SyncOptions {
+        only_once,
+        receive_only,
+        lmdb_poll_interval: cfg.lmdb_poll_interval.as_std(),
+        storage_poll_interval: cfg.storage_poll_interval.as_std(),
+        storage_retry_interval: cfg.storage_retry_interval.as_std(),
+        storage_retry_count: cfg.storage_retry_count,
+        storage_retry_forever: cfg.storage_retry_forever,
+        force_snapshot_interval: cfg.storage_force_snapshot_interval.as_std(),
+        tombstone_cutoff_ns: cfg
+            .sweeper
+            .enabled
+            .then(|| cfg.sweeper.retention_duration_minus_cutoff_ns()),
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut syncers = Vec::new();
+    for (name, l) in &cfg.lmdbs {
+        if !only_db.is_empty() && !only_db.contains(name) {
+            log::info!(db = name; "Skipping because of --only-db flag");
+            continue;
+        }
+        if !l.schema_tracks_changes {
+            return Err(anyhow!(
+                "lmdb {name:?}: schema_tracks_changes: false (shadow mode) is not supported by this version yet; \
+                 only native mode (schema_tracks_changes: true, e.g. PowerDNS Auth 4.8+ with lmdb-lightning-stream=yes) can be synced"
+            ));
+        }
+        let env = super::open_lmdb(name, l)?;
+        let load_opts = LoadOptions {
+            deleted_cutoff: 0,
+            padding: l.header_extra_padding_block,
+            override_create_flags: l
+                .dbi_options
+                .iter()
+                .filter_map(|(k, v)| v.override_create_flags.map(|f| (k.as_bytes().to_vec(), f)))
+                .collect(),
+        };
+        syncers.push(Syncer::new(
+            name,
+            env,
+            storage.clone(),
+            &instance,
+            opts.clone(),
+            load_opts,
+            stop.clone(),
+        ));
+    }
+    if only_once {
+        log::info!("Not starting the HTTP server, because OnlyOnce is set");
+    }
+    let handles: Vec<_> = syncers
+        .into_iter()
+        .map(|mut s| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let r = s.run();
+                if r.is_err() {
+                    // One failed syncer ends the process; the others stop at their next check.
+                    stop.store(true, Ordering::Relaxed);
+                }
+                r
+            })
+        })
+        .collect();
+    log::info!("All syncers running");
+    let mut first_err = None;
+    for h in handles {
+        let r = h
+            .join()
+            .map_err(|_| anyhow!("a syncer thread panicked"))
+            .and_then(|r| r);
+        if let Err(e) = r {
+            log::error!(error = format!("{e:#}"); "Sync failed");
+            first_err.get_or_insert(e);
+        }
+    }
+    match first_err {
+        Some(e) => Err(e).context("sync failed"),
+        None => Ok(()),
+    }
+}
+
+/// `--wait-for-marker-file`: poll until the object exists; its content does not matter.
+fn wait_for_marker(cfg: &Config, storage: &dyn crate::storage::Storage, name: &str) {
+    loop {
+        match storage.get(name) {
+            Ok(_) => {
+                log::info!("marker file '{name}' found, proceeding");
+                return;
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
+                log::error!(error = e.to_string(); "unable to check storage for marker file");
+            }
+        }
+        std::thread::sleep(cfg.storage_poll_interval.as_std());
+    }
+}

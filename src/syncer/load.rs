@@ -1,0 +1,129 @@
+//! Fetching and merging one remote snapshot (upstream `LoadOnce` plus the downloader's decode
+//! step). The object is copied to a temporary file, validated completely in a first pass (gzip
+//! CRC, every protobuf level, every key), and only then streamed into one LMDB write
+//! transaction. A snapshot that fails validation is reported as corrupt and never touches the
+//! LMDB; a failure during the merge aborts the transaction, leaving the LMDB as it was.
+
+use std::fs::File;
+use std::io::{BufReader, Seek, SeekFrom};
+use std::time::Instant;
+
+use crate::lmdb::{Env, LmdbError};
+use crate::merge::{LoadError, LoadOptions, LoadStats, load_snapshot};
+use crate::snapshot::decode::{EntryReader, SnapshotIndex, scan};
+use crate::storage::{Storage, StorageError, get_to_tempfile};
+
+/// Why a remote snapshot was not merged.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The storage could not deliver it: retry later.
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    /// The object is not a snapshot we can merge: skip it for good.
+    #[error("snapshot {name} is corrupt: {reason}")]
+    Corrupt { name: String, reason: String },
+    /// The local LMDB refused the merge (a broken local value, a full map): fatal for the syncer.
+    #[error("loading snapshot {name}: {source}")]
+    Local {
+        name: String,
+        #[source]
+        source: LoadError,
+    },
+    #[error("loading snapshot {name}: {source}")]
+    Lmdb {
+        name: String,
+        #[source]
+        source: LmdbError,
+    },
+}
+
+/// A downloaded and validated snapshot, ready to merge.
+pub struct Fetched {
+    pub name: String,
+    pub file: File,
+    pub index: SnapshotIndex,
+    pub compressed_size: u64,
+    pub time_load_storage: std::time::Duration,
+}
+
+fn corrupt(name: &str, e: impl std::fmt::Display) -> FetchError {
+    FetchError::Corrupt {
+        name: name.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Downloads `name` and validates it completely.
+pub fn fetch(storage: &dyn Storage, name: &str) -> Result<Fetched, FetchError> {
+    let t0 = Instant::now();
+    let (mut file, compressed_size) = get_to_tempfile(storage, name)?;
+    let time_load_storage = t0.elapsed();
+    let index = scan(BufReader::with_capacity(256 * 1024, &mut file)).map_err(|e| corrupt(name, e))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|e| corrupt(name, format!("rewinding the downloaded copy: {e}")))?;
+    Ok(Fetched {
+        name: name.to_string(),
+        file,
+        index,
+        compressed_size,
+        time_load_storage,
+    })
+}
+
+/// Result of merging one snapshot.
+pub struct Merged {
+    /// The ID of the merge transaction, lowered to the last committed ID when it wrote nothing.
+    pub txn_id: u64,
+    /// Whether the LMDB had changes not covered by our last snapshot when the merge began.
+    pub local_changed: bool,
+    pub stats: LoadStats,
+    pub time_write_lock: std::time::Duration,
+}
+
+/// Merges a fetched snapshot in one write transaction (merge.md §4, native mode).
+pub fn merge(
+    env: &Env,
+    fetched: Fetched,
+    last_synced_txn_id: u64,
+    opts: &LoadOptions,
+) -> Result<Merged, FetchError> {
+    let name = fetched.name.clone();
+    let lmdb_err = |source| FetchError::Lmdb {
+        name: name.clone(),
+        source,
+    };
+    let t0 = Instant::now();
+    let mut txn = env.begin_rw().map_err(lmdb_err)?;
+    let txn_id = crate::lmdb::Txn::id(&txn);
+    let local_changed = last_synced_txn_id < txn_id.saturating_sub(1);
+    let reader = EntryReader::new(BufReader::with_capacity(256 * 1024, fetched.file));
+    let stats = match load_snapshot(&mut txn, &fetched.index, reader, opts) {
+        Ok(stats) => stats,
+        // The first pass accepted these bytes, so a decode error now means the temporary file
+        // changed under us; either way the snapshot cannot be trusted.
+        Err(LoadError::Decode(e)) => return Err(corrupt(&name, e)),
+        Err(e @ LoadError::Version { .. }) => return Err(corrupt(&name, e)),
+        Err(source) => {
+            return Err(FetchError::Local {
+                name: name.clone(),
+                source,
+            });
+        }
+    };
+    txn.commit().map_err(lmdb_err)?;
+    let time_write_lock = t0.elapsed();
+    let last = env.info().map_err(lmdb_err)?.last_txn_id;
+    let txn_id = if last < txn_id {
+        log::debug!(txnID = last; "Adjusting TxnID (no changes)");
+        last
+    } else {
+        txn_id
+    };
+    Ok(Merged {
+        txn_id,
+        local_changed,
+        stats,
+        time_write_lock,
+    })
+}
+

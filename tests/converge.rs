@@ -1,0 +1,151 @@
+//! Real processes converging through a shared directory: two and three instances with
+//! `sync --only-once`, two long-running daemons, deletes and conflicting writes (newest wins,
+//! ties go to the lower value), everywhere the same result.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Dump, Instance, entry, key};
+
+fn expect_same(instances: &[&Instance]) -> Dump {
+    let first = instances[0].dump();
+    for i in &instances[1..] {
+        assert_eq!(first, i.dump(), "{} and {} differ", instances[0].name, i.name);
+    }
+    first
+}
+
+#[test]
+fn two_instances_converge_with_deletes_and_conflicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let a = Instance::new(dir.path(), "a", &bucket, "100ms");
+    let b = Instance::new(dir.path(), "b", &bucket, "100ms");
+    a.write(
+        "records",
+        &[
+            ("k1", Some("a1"), 100),
+            ("shared", Some("from-a"), 300),
+            ("deleted-on-b", Some("x"), 100),
+            ("tie", Some("bb"), 500),
+            ("tomb-older", None, 50),
+        ],
+    );
+    a.write("only_a", &[("z", Some("1"), 5)]);
+    b.write(
+        "records",
+        &[
+            ("k3", Some("b3"), 150),
+            ("shared", Some("from-b"), 400),
+            ("deleted-on-b", None, 200),
+            ("tie", Some("aa"), 500),
+            ("tomb-older", Some("alive"), 60),
+        ],
+    );
+
+    a.sync_once();
+    b.sync_once();
+    a.sync_once();
+
+    let d = expect_same(&[&a, &b]);
+    let want: Dump = [
+        (key("only_a", "z"), entry(5, Some("1"))),
+        (key("records", "deleted-on-b"), entry(200, None)),
+        (key("records", "k1"), entry(100, Some("a1"))),
+        (key("records", "k3"), entry(150, Some("b3"))),
+        (key("records", "shared"), entry(400, Some("from-b"))),
+        (key("records", "tie"), entry(500, Some("aa"))),
+        (key("records", "tomb-older"), entry(60, Some("alive"))),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(d, want);
+
+    // Nothing changed: another pass on both writes nothing to either LMDB.
+    let (ta, tb) = (a.last_txn_id(), b.last_txn_id());
+    a.sync_once();
+    b.sync_once();
+    assert_eq!((a.last_txn_id(), b.last_txn_id()), (ta, tb));
+}
+
+#[test]
+fn three_instances_converge() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let names = ["a", "b", "c"];
+    let inst: Vec<Instance> = names
+        .iter()
+        .map(|n| Instance::new(dir.path(), n, &bucket, "100ms"))
+        .collect();
+    for (i, x) in inst.iter().enumerate() {
+        let ts = 1000 + i as u64;
+        let own = format!("own-{}", x.name);
+        let val = format!("v-{}", x.name);
+        x.write(
+            "records",
+            &[
+                (own.as_str(), Some(val.as_str()), ts),
+                ("conflict", Some(val.as_str()), ts),
+                ("gone", if i == 1 { None } else { Some("here") }, 10 + i as u64),
+            ],
+        );
+    }
+    for i in [0, 1, 2, 0, 1] {
+        inst[i].sync_once();
+    }
+    let refs: Vec<&Instance> = inst.iter().collect();
+    let d = expect_same(&refs);
+    assert_eq!(d[&key("records", "conflict")], entry(1002, Some("v-c")));
+    assert_eq!(d[&key("records", "gone")], entry(12, Some("here")));
+    for n in names {
+        assert_eq!(
+            d[&key("records", &format!("own-{n}"))].value,
+            format!("v-{n}").into_bytes()
+        );
+    }
+}
+
+fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t0.elapsed()
+}
+
+struct Daemon(std::process::Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn two_daemons_propagate_changes_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let a = Instance::new(dir.path(), "a", &bucket, "100ms");
+    let b = Instance::new(dir.path(), "b", &bucket, "100ms");
+    a.write("records", &[("start", Some("a"), 1)]);
+    let log_a = std::fs::File::create(dir.path().join("a.log")).unwrap();
+    let log_b = std::fs::File::create(dir.path().join("b.log")).unwrap();
+    let _da = Daemon(a.command(&["sync"]).stderr(log_a).spawn().unwrap());
+    let _db = Daemon(b.command(&["sync"]).stderr(log_b).spawn().unwrap());
+
+    wait_for("initial data on b", Duration::from_secs(20), || {
+        b.dump().contains_key(&key("records", "start"))
+    });
+    a.write("records", &[("k", Some("v1"), 100)]);
+    wait_for("a's write on b", Duration::from_secs(20), || {
+        b.dump().get(&key("records", "k")) == Some(&entry(100, Some("v1")))
+    });
+    b.write("records", &[("k", None, 200)]);
+    wait_for("b's delete on a", Duration::from_secs(20), || {
+        a.dump().get(&key("records", "k")) == Some(&entry(200, None))
+    });
+    wait_for("identical LMDBs", Duration::from_secs(20), || a.dump() == b.dump());
+}

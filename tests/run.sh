@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite, runnable on a fresh machine: installs what the tests need (python3's
+# py-lmdb for the Go interop vectors), then checks formatting and lints and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! python3 -c 'import lmdb' 2>/dev/null; then
+    echo "== installing py-lmdb (PyPI 'lmdb') for the interop vectors"
+    python3 -m pip install --quiet lmdb
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+
+# With the shared reference material beside the project, the vector tests must run, not skip.
+if [ -d ../shared/vectors ]; then
+    export LS_REQUIRE_SHARED=1
+fi
+echo "== cargo test"
+cargo test --all-targets
