@@ -9,3 +9,7 @@ pub mod cli;
 pub mod commands;
 pub mod merge;
 pub mod syncer;
+pub mod config;
+pub mod header;
+pub mod lmdb;
+pub mod snapshot;

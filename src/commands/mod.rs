@@ -155,7 +155,7 @@ fn minimum_pid(n: i64) -> anyhow::Result<()> {
 pub fn open_storage(cfg: &Config) -> anyhow::Result<Arc<dyn Storage>> {
     let storage: Arc<dyn Storage> = match cfg.storage.kind.as_str() {
         "fs" => {
-            let o = cfg.storage.fs_options()?;
+            let o = cfg.fs_options()?;
             Arc::new(
                 FsStorage::new(std::path::Path::new(&o.root_path))
                     .with_context(|| format!("fs storage at {:?}", o.root_path))?,

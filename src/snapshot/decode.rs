@@ -1,0 +1,693 @@
+//! Streaming snapshot decoder. Snapshots are read twice: [`scan`] decompresses and checks
+//! everything (gzip members and CRCs, every protobuf level, every key) while keeping only the
+//! top-level fields and per-DBI headers, so a corrupt object is refused before anything is
+//! merged; [`EntryReader`] then hands out the entries one at a time from a reusable buffer. Fields
+//! may come in any order (python-protobuf writes DBI flags after the entries), unknown fields are
+//! skipped at every level, and lengths are 64-bit, so DBI messages over 2 GiB are fine. Memory
+//! use is bounded by the largest single entry, which is capped.
+
+use std::io::{BufRead, BufReader, Read};
+use std::ops::Range;
+
+use flate2::read::MultiGzDecoder;
+
+use super::wire::{SliceReader, WT_FIXED64, WT_LEN, WT_VARINT};
+use super::{DbiInfo, KvRef, Meta, OwnedKv, READER_VERSION, TRANSFORM_DUPSORT_HACK};
+use crate::lmdb::{MAX_KEY_SIZE, MDB_DUPSORT};
+
+/// Largest entry message accepted: far above any PowerDNS record, small enough that a hostile
+/// length cannot exhaust memory.
+pub const MAX_KV_SIZE: u64 = 256 << 20;
+const MAX_META_SIZE: u64 = 1 << 20;
+const MAX_NAME_SIZE: u64 = 64 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("gzip: {0}")]
+    Gzip(String),
+    #[error("protobuf {at} at offset {offset}: {reason}")]
+    Protobuf {
+        at: &'static str,
+        offset: u64,
+        reason: String,
+    },
+    #[error("empty key in DBI {dbi:?} (LMDB keys cannot be empty)")]
+    EmptyKey { dbi: String },
+    #[error("key of {len} bytes in DBI {dbi:?} exceeds LMDB's limit of {MAX_KEY_SIZE} bytes")]
+    KeyTooLong { dbi: String, len: usize },
+}
+
+/// A version or transform this reader cannot merge (format.md §1.5).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct VersionError(pub String);
+
+/// Everything of a snapshot except its entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotIndex {
+    pub format_version: u32,
+    pub compat_version: u32,
+    pub meta: Meta,
+    /// DBI messages in file order.
+    pub dbis: Vec<DbiIndexEntry>,
+    /// Size of the protobuf after decompression.
+    pub uncompressed_size: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DbiIndexEntry {
+    pub info: DbiInfo,
+    pub entries: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Event {
+    Format(u32),
+    Compat(u32),
+    Meta,
+    DbiStart,
+    DbiName,
+    DbiFlags(u64),
+    DbiTransform,
+    Kv,
+    End,
+}
+
+#[derive(Clone, Debug, Default)]
+struct KvPos {
+    key: Range<usize>,
+    value: Range<usize>,
+    timestamp_nano: u64,
+    flags: u32,
+}
+
+/// Walks the decompressed protobuf as a sequence of events; byte payloads of the last event
+/// live in `buf`.
+struct Decoder<R: Read> {
+    r: BufReader<MultiGzDecoder<R>>,
+    pos: u64,
+    /// Bytes left in the DBI message being read, if inside one.
+    dbi_left: Option<u64>,
+    buf: Vec<u8>,
+    kv: KvPos,
+}
+
+fn pb_err(at: &'static str, offset: u64, reason: impl Into<String>) -> DecodeError {
+    DecodeError::Protobuf {
+        at,
+        offset,
+        reason: reason.into(),
+    }
+}
+
+fn gzip_err(e: std::io::Error) -> DecodeError {
+    DecodeError::Gzip(e.to_string())
+}
+
+impl<R: Read> Decoder<R> {
+    fn new(compressed: R) -> Self {
+        Decoder {
+            r: BufReader::with_capacity(256 * 1024, MultiGzDecoder::new(compressed)),
+            pos: 0,
+            dbi_left: None,
+            buf: Vec::new(),
+            kv: KvPos::default(),
+        }
+    }
+
+    /// A varint, or `None` at a clean end of input before its first byte.
+    fn varint(&mut self, at: &'static str) -> Result<Option<u64>, DecodeError> {
+        let start = self.pos;
+        let mut v: u64 = 0;
+        for shift in (0..70).step_by(7) {
+            let b = match self.r.fill_buf().map_err(gzip_err)?.first() {
+                Some(&b) => b,
+                None if shift == 0 => return Ok(None),
+                None => return Err(pb_err(at, start, "truncated varint")),
+            };
+            self.r.consume(1);
+            self.pos += 1;
+            if shift == 63 && b > 1 {
+                return Err(pb_err(at, start, "varint overflows 64 bits"));
+            }
+            v |= u64::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return Ok(Some(v));
+            }
+        }
+        Err(pb_err(at, start, "varint longer than 10 bytes"))
+    }
+
+    fn need_varint(&mut self, at: &'static str) -> Result<u64, DecodeError> {
+        let offset = self.pos;
+        self.varint(at)?
+            .ok_or_else(|| pb_err(at, offset, "unexpected end of data"))
+    }
+
+    /// Reads `n` bytes into `buf`, growing it only as data actually arrives.
+    fn read_into_buf(&mut self, n: u64, at: &'static str) -> Result<(), DecodeError> {
+        let offset = self.pos;
+        self.buf.clear();
+        let got = (&mut self.r)
+            .take(n)
+            .read_to_end(&mut self.buf)
+            .map_err(gzip_err)? as u64;
+        self.pos += got;
+        if got != n {
+            return Err(pb_err(at, offset, format!("{n}-byte field truncated after {got} bytes")));
+        }
+        Ok(())
+    }
+
+    fn skip(&mut self, n: u64, at: &'static str) -> Result<(), DecodeError> {
+        let offset = self.pos;
+        let got = std::io::copy(&mut (&mut self.r).take(n), &mut std::io::sink()).map_err(gzip_err)?;
+        self.pos += got;
+        if got != n {
+            return Err(pb_err(at, offset, format!("{n}-byte field truncated after {got} bytes")));
+        }
+        Ok(())
+    }
+
+    fn skip_field(&mut self, wire_type: u8, at: &'static str) -> Result<(), DecodeError> {
+        match wire_type {
+            WT_VARINT => self.need_varint(at).map(|_| ()),
+            WT_FIXED64 => self.skip(8, at),
+            WT_LEN => {
+                let n = self.need_varint(at)?;
+                self.skip(n, at)
+            }
+            5 => self.skip(4, at),
+            other => Err(pb_err(at, self.pos, format!("unsupported wire type {other}"))),
+        }
+    }
+
+    fn len_capped(&mut self, cap: u64, what: &'static str, at: &'static str) -> Result<u64, DecodeError> {
+        let offset = self.pos;
+        let n = self.need_varint(at)?;
+        if n > cap {
+            return Err(pb_err(at, offset, format!("{what} of {n} bytes exceeds the limit of {cap}")));
+        }
+        Ok(n)
+    }
+
+    fn next(&mut self) -> Result<Event, DecodeError> {
+        loop {
+            match self.dbi_left {
+                Some(0) => self.dbi_left = None,
+                Some(left) => {
+                    let start = self.pos;
+                    let ev = self.dbi_field()?;
+                    let used = self.pos - start;
+                    if used > left {
+                        return Err(pb_err("DBI", start, format!("field of {used} bytes overruns the DBI message ({left} bytes left)")));
+                    }
+                    self.dbi_left = Some(left - used);
+                    if let Some(ev) = ev {
+                        return Ok(ev);
+                    }
+                }
+                None => {
+                    let at = "Snapshot";
+                    let offset = self.pos;
+                    let Some(tag) = self.varint(at)? else {
+                        return Ok(Event::End);
+                    };
+                    let (field, wt) = (tag >> 3, (tag & 7) as u8);
+                    match (field, wt) {
+                        (1, WT_VARINT) => return Ok(Event::Format(self.need_varint(at)? as u32)),
+                        (4, WT_VARINT) => return Ok(Event::Compat(self.need_varint(at)? as u32)),
+                        (2, WT_LEN) => {
+                            let n = self.len_capped(MAX_META_SIZE, "meta", at)?;
+                            self.read_into_buf(n, at)?;
+                            return Ok(Event::Meta);
+                        }
+                        (3, WT_LEN) => {
+                            self.dbi_left = Some(self.need_varint(at)?);
+                            return Ok(Event::DbiStart);
+                        }
+                        (1..=4, _) => {
+                            return Err(pb_err(at, offset, format!("field {field} has wrong wire type {wt}")));
+                        }
+                        _ => self.skip_field(wt, at)?,
+                    }
+                }
+            }
+        }
+    }
+
+    /// One field of a DBI message; `None` for a skipped unknown field.
+    fn dbi_field(&mut self) -> Result<Option<Event>, DecodeError> {
+        let at = "DBI";
+        let offset = self.pos;
+        let tag = self.need_varint(at)?;
+        let (field, wt) = (tag >> 3, (tag & 7) as u8);
+        Ok(Some(match (field, wt) {
+            (1, WT_LEN) => {
+                let n = self.len_capped(MAX_NAME_SIZE, "DBI name", at)?;
+                self.read_into_buf(n, at)?;
+                Event::DbiName
+            }
+            (2, WT_LEN) => {
+                let n = self.len_capped(MAX_KV_SIZE, "entry", at)?;
+                let kv_offset = self.pos;
+                self.read_into_buf(n, "KV")?;
+                self.kv = parse_kv(&self.buf).map_err(|reason| pb_err("KV", kv_offset, reason))?;
+                Event::Kv
+            }
+            (3, WT_VARINT) => Event::DbiFlags(self.need_varint(at)?),
+            (4, WT_LEN) => {
+                let n = self.len_capped(MAX_NAME_SIZE, "transform", at)?;
+                self.read_into_buf(n, at)?;
+                Event::DbiTransform
+            }
+            (1..=4, _) => {
+                return Err(pb_err(at, offset, format!("field {field} has wrong wire type {wt}")));
+            }
+            _ => {
+                self.skip_field(wt, at)?;
+                return Ok(None);
+            }
+        }))
+    }
+
+    fn kv(&self) -> KvRef<'_> {
+        KvRef {
+            key: &self.buf[self.kv.key.clone()],
+            value: &self.buf[self.kv.value.clone()],
+            timestamp_nano: self.kv.timestamp_nano,
+            flags: self.kv.flags,
+        }
+    }
+}
+
+fn range_of(outer: &[u8], inner: &[u8]) -> Range<usize> {
+    let start = inner.as_ptr() as usize - outer.as_ptr() as usize;
+    start..start + inner.len()
+}
+
+fn parse_kv(b: &[u8]) -> Result<KvPos, String> {
+    if b.is_empty() {
+        // Go's reader fails on these too; writers never produce them.
+        return Err("empty KV message".into());
+    }
+    let mut r = SliceReader::new(b);
+    let mut kv = KvPos::default();
+    while !r.done() {
+        let (field, wt) = r.tag()?;
+        match (field, wt) {
+            (1, WT_LEN) => kv.key = range_of(b, r.bytes()?),
+            (2, WT_LEN) => kv.value = range_of(b, r.bytes()?),
+            (3, WT_FIXED64) => kv.timestamp_nano = r.fixed64()?,
+            (4, WT_VARINT) => kv.flags = r.varint()? as u32,
+            (1..=4, _) => return Err(format!("field {field} has wrong wire type {wt}")),
+            _ => r.skip(wt)?,
+        }
+    }
+    Ok(kv)
+}
+
+/// Decodes a Meta message into `m`; fields present override earlier values (a repeated `meta`
+/// field merges, as protobuf requires).
+fn parse_meta(b: &[u8], m: &mut Meta) -> Result<(), String> {
+    let mut r = SliceReader::new(b);
+    while !r.done() {
+        let (field, wt) = r.tag()?;
+        match (field, wt) {
+            (1, WT_LEN) => m.generation_id = r.bytes()?.to_vec(),
+            (2, WT_LEN) => m.instance_id = r.bytes()?.to_vec(),
+            (3, WT_LEN) => m.hostname = r.bytes()?.to_vec(),
+            (7, WT_LEN) => m.database_name = r.bytes()?.to_vec(),
+            (4, WT_VARINT) => m.lmdb_txn_id = r.varint()? as i64,
+            (5, WT_FIXED64) => m.timestamp_nano = r.fixed64()?,
+            (8, WT_VARINT) => m.from_lmdb_txn_id = r.varint()? as i64,
+            (1..=5 | 7 | 8, _) => return Err(format!("meta field {field} has wrong wire type {wt}")),
+            _ => r.skip(wt)?,
+        }
+    }
+    Ok(())
+}
+
+fn dbi_label(d: &DbiIndexEntry, i: usize) -> String {
+    if d.info.name.is_empty() {
+        format!("#{i}")
+    } else {
+        String::from_utf8_lossy(&d.info.name).into_owned()
+    }
+}
+
+/// First pass: decompresses and validates the whole snapshot, keeping only its index.
+pub fn scan<R: Read>(compressed: R) -> Result<SnapshotIndex, DecodeError> {
+    let mut d = Decoder::new(compressed);
+    let mut idx = SnapshotIndex::default();
+    loop {
+        let ev = d.next()?;
+        let last = idx.dbis.len().wrapping_sub(1);
+        match ev {
+            Event::Format(v) => idx.format_version = v,
+            Event::Compat(v) => idx.compat_version = v,
+            Event::Meta => {
+                let offset = d.pos;
+                parse_meta(&d.buf, &mut idx.meta).map_err(|r| pb_err("Meta", offset, r))?;
+            }
+            Event::DbiStart => idx.dbis.push(DbiIndexEntry::default()),
+            Event::DbiName => idx.dbis[last].info.name = d.buf.clone(),
+            Event::DbiFlags(f) => idx.dbis[last].info.flags = f,
+            Event::DbiTransform => idx.dbis[last].info.transform = d.buf.clone(),
+            Event::Kv => {
+                let kv = d.kv();
+                let entry = &mut idx.dbis[last];
+                if kv.key.is_empty() {
+                    return Err(DecodeError::EmptyKey {
+                        dbi: dbi_label(entry, last),
+                    });
+                }
+                if kv.key.len() > MAX_KEY_SIZE {
+                    return Err(DecodeError::KeyTooLong {
+                        dbi: dbi_label(entry, last),
+                        len: kv.key.len(),
+                    });
+                }
+                entry.entries += 1;
+            }
+            Event::End => break,
+        }
+    }
+    idx.uncompressed_size = d.pos;
+    Ok(idx)
+}
+
+/// Second pass: the entries in file order, each with the index of its DBI message.
+pub struct EntryReader<R: Read> {
+    d: Decoder<R>,
+    dbi: Option<usize>,
+}
+
+impl<R: Read> EntryReader<R> {
+    pub fn new(compressed: R) -> Self {
+        EntryReader {
+            d: Decoder::new(compressed),
+            dbi: None,
+        }
+    }
+
+    /// The next entry, borrowed until the next call; `None` at the end.
+    pub fn next(&mut self) -> Result<Option<(usize, KvRef<'_>)>, DecodeError> {
+        loop {
+            match self.d.next()? {
+                Event::DbiStart => self.dbi = Some(self.dbi.map_or(0, |i| i + 1)),
+                Event::Kv => {
+                    let i = self.dbi.unwrap_or(0);
+                    return Ok(Some((i, self.d.kv())));
+                }
+                Event::End => return Ok(None),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// The version and transform checks of format.md §1.5, made per DBI before it is merged.
+pub fn validate_dbi(index: &SnapshotIndex, dbi: &DbiInfo, native: bool) -> Result<(), VersionError> {
+    let (f, c) = (index.format_version, index.compat_version);
+    if f == 0 {
+        return Err(VersionError("no snapshot formatVersion provided, or 0".into()));
+    }
+    if c > READER_VERSION {
+        return Err(VersionError(format!(
+            "snapshot compatVersion too new for this version ({c} > {READER_VERSION}, formatVersion {f})"
+        )));
+    }
+    let t = dbi.transform.as_slice();
+    if !t.is_empty() && t != TRANSFORM_DUPSORT_HACK {
+        return Err(VersionError(format!(
+            "transform {:?} not supported",
+            String::from_utf8_lossy(t)
+        )));
+    }
+    if native && !t.is_empty() {
+        return Err(VersionError(format!(
+            "transform {:?} not supported with schema_tracks_changes (native mode)",
+            String::from_utf8_lossy(t)
+        )));
+    }
+    if f >= 3 {
+        let dupsort = dbi.flags & u64::from(MDB_DUPSORT) != 0;
+        if dupsort != (t == TRANSFORM_DUPSORT_HACK) {
+            return Err(VersionError(format!(
+                "DBI flags and transform do not match (MDB_DUPSORT {}, transform {:?})",
+                if dupsort { "set" } else { "not set" },
+                String::from_utf8_lossy(t)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Decodes a whole snapshot into memory. For tests and tools on small files only.
+pub fn decode_all<R: Read>(compressed: R) -> Result<(SnapshotIndex, Vec<(usize, OwnedKv)>), DecodeError> {
+    let mut bytes = Vec::new();
+    let mut r = compressed;
+    r.read_to_end(&mut bytes).map_err(gzip_err)?;
+    let index = scan(&bytes[..])?;
+    let mut entries = Vec::new();
+    let mut er = EntryReader::new(&bytes[..]);
+    while let Some((i, kv)) = er.next()? {
+        entries.push((i, kv.into()));
+    }
+    Ok((index, entries))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::super::encode::{GzipWriter, SnapshotWriter, kv_field_len};
+    use super::*;
+
+    fn gz(b: &[u8]) -> Vec<u8> {
+        let mut g = GzipWriter::new(Vec::new());
+        g.write_all(b).unwrap();
+        g.finish().unwrap()
+    }
+
+    fn meta() -> Meta {
+        Meta {
+            generation_id: b"GX".to_vec(),
+            instance_id: b"inst1".to_vec(),
+            hostname: b"host1".to_vec(),
+            lmdb_txn_id: 42,
+            timestamp_nano: 7,
+            database_name: b"main".to_vec(),
+            from_lmdb_txn_id: 0,
+        }
+    }
+
+    fn build(dbis: &[(&str, u64, Vec<OwnedKv>)]) -> Vec<u8> {
+        let mut w = SnapshotWriter::new(GzipWriter::new(Vec::new()), &meta()).unwrap();
+        for (name, flags, kvs) in dbis {
+            let refs: Vec<KvRef> = kvs
+                .iter()
+                .map(|k| KvRef { key: &k.key, value: &k.value, timestamp_nano: k.timestamp_nano, flags: k.flags })
+                .collect();
+            let info = DbiInfo { name: name.as_bytes().to_vec(), flags: *flags, transform: Vec::new() };
+            w.begin_dbi(&info, refs.iter().map(kv_field_len).sum()).unwrap();
+            for r in &refs {
+                w.write_kv(r).unwrap();
+            }
+            w.end_dbi().unwrap();
+        }
+        w.finish().unwrap().finish().unwrap()
+    }
+
+    fn kv(k: &str, v: &str, ts: u64, flags: u32) -> OwnedKv {
+        OwnedKv { key: k.into(), value: v.into(), timestamp_nano: ts, flags }
+    }
+
+    #[test]
+    fn round_trip() {
+        let big = "x".repeat(100_000);
+        let dbis = vec![
+            ("a", 0, vec![kv("k1", "v1", 1, 0), kv("k2", "", 2, 1), kv("k3", &big, 0, 0)]),
+            ("empty", 8, vec![]),
+            ("b", 0, vec![kv("z", "last", u64::MAX, 0)]),
+        ];
+        let bytes = build(&dbis);
+        let (idx, entries) = decode_all(&bytes[..]).unwrap();
+        assert_eq!((idx.format_version, idx.compat_version), (3, 1));
+        assert_eq!(idx.meta, meta());
+        let names: Vec<_> = idx.dbis.iter().map(|d| (d.info.name.clone(), d.info.flags, d.entries)).collect();
+        assert_eq!(names, [(b"a".to_vec(), 0, 3), (b"empty".to_vec(), 8, 0), (b"b".to_vec(), 0, 1)]);
+        let want: Vec<(usize, OwnedKv)> = vec![
+            (0, dbis[0].2[0].clone()),
+            (0, dbis[0].2[1].clone()),
+            (0, dbis[0].2[2].clone()),
+            (2, dbis[2].2[0].clone()),
+        ];
+        assert_eq!(entries, want);
+    }
+
+    /// Our encoder's output read by the code pb-rs generated from proto/snapshot.proto.
+    #[test]
+    fn generated_code_agrees() {
+        use quick_protobuf::{BytesReader, MessageRead};
+        let bytes = build(&[("a", 4, vec![kv("k", "v", 9, 1)])]);
+        let mut raw = Vec::new();
+        MultiGzDecoder::new(&bytes[..]).read_to_end(&mut raw).unwrap();
+        let mut r = BytesReader::from_bytes(&raw);
+        let s = super::super::pb::Snapshot::from_reader(&mut r, &raw).unwrap();
+        assert_eq!((s.formatVersion, s.compatVersion), (3, 1));
+        let m = s.meta.unwrap();
+        assert_eq!((m.instanceID.as_ref(), m.lmdbTxnID, m.timestampNano), ("inst1", 42, 7));
+        assert_eq!(s.databases.len(), 1);
+        let d = &s.databases[0];
+        assert_eq!((d.name.as_ref(), d.flags, d.entries.len()), ("a", 4, 1));
+        let e = &d.entries[0];
+        assert_eq!((e.key.as_ref(), e.value.as_ref(), e.timestampNano, e.flags), (&b"k"[..], &b"v"[..], 9, 1));
+    }
+
+    /// Field orders a generic encoder uses, unknown fields everywhere, repeated meta.
+    #[test]
+    fn any_field_order_and_unknown_fields() {
+        let mut p = Vec::new();
+        p.extend([0x08, 0x03]); // formatVersion
+        p.extend([0x12, 0x04, 0x12, 0x02, b'i', b'1']); // meta {instanceID}
+        p.extend([0x98, 0x01, 0x05]); // unknown field 19 varint
+        // DBI: name, unknown, entry (with unknown), flags after entries, transform
+        let kvb = [0x0a, 0x01, b'k', 0x12, 0x01, b'v', 0x30, 0x07, 0x19, 1, 0, 0, 0, 0, 0, 0, 0];
+        let mut dbi = vec![0x0a, 0x01, b'd', 0x2a, 0x01, b'?'];
+        dbi.push(0x12);
+        dbi.push(kvb.len() as u8);
+        dbi.extend(kvb);
+        dbi.extend([0x18, 0x08]);
+        p.push(0x1a);
+        p.push(dbi.len() as u8);
+        p.extend(&dbi);
+        p.extend([0x12, 0x02, 0x20, 0x05]); // second meta: lmdbTxnID 5, merged
+        p.extend([0x20, 0x01]); // compatVersion last
+        let (idx, entries) = decode_all(&gz(&p)[..]).unwrap();
+        assert_eq!((idx.format_version, idx.compat_version), (3, 1));
+        assert_eq!(idx.meta.instance_id, b"i1");
+        assert_eq!(idx.meta.lmdb_txn_id, 5);
+        assert_eq!(idx.dbis[0].info, DbiInfo { name: b"d".to_vec(), flags: 8, transform: vec![] });
+        assert_eq!(entries, vec![(0, kv("k", "v", 1, 0))]);
+    }
+
+    #[test]
+    fn multi_member_gzip() {
+        let bytes = build(&[("a", 0, vec![kv("k", "v", 1, 0)])]);
+        let mut raw = Vec::new();
+        MultiGzDecoder::new(&bytes[..]).read_to_end(&mut raw).unwrap();
+        let mut two = gz(&raw[..10]);
+        two.extend(gz(b""));
+        two.extend(gz(&raw[10..]));
+        let (idx, entries) = decode_all(&two[..]).unwrap();
+        assert_eq!(idx.dbis.len(), 1);
+        assert_eq!(entries.len(), 1);
+    }
+
+    #[test]
+    fn corrupt_inputs_are_errors() {
+        let good = build(&[("a", 0, vec![kv("k", "v", 1, 0)])]);
+        let mut bad_crc = good.clone();
+        let n = bad_crc.len();
+        bad_crc[n - 8] ^= 1;
+        let mut trailing = good.clone();
+        trailing.extend_from_slice(b"garbage after the member");
+        let long_key = "x".repeat(512);
+        let cases: Vec<(&str, Vec<u8>)> = vec![
+            ("truncated", good[..good.len() - 3].to_vec()),
+            ("bad crc", bad_crc),
+            ("trailing garbage", trailing),
+            ("not gzip", b"hello, this is not a snapshot".to_vec()),
+            ("wrong wire type", gz(&[0x09, 1, 2, 3, 4, 5, 6, 7, 8])),
+            ("huge length", gz(&[0x1a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f])),
+            ("huge entry", gz(&[0x1a, 0x0c, 0x12, 0xff, 0xff, 0xff, 0xff, 0x7f])),
+            ("entry overruns dbi", gz(&[0x1a, 0x02, 0x12, 0x02, 0x0a, 0x00])),
+            ("empty kv", gz(&[0x1a, 0x02, 0x12, 0x00])),
+            ("empty key", build(&[("a", 0, vec![kv("", "v", 1, 0)])])),
+            ("key too long", build(&[("a", 0, vec![kv(&long_key, "v", 1, 0)])])),
+            ("bad meta", gz(&[0x12, 0x02, 0x0a, 0x05])),
+        ];
+        for (what, bytes) in cases {
+            assert!(scan(&bytes[..]).is_err(), "{what} was accepted");
+        }
+        // 511-byte keys are fine
+        let ok_key = "x".repeat(511);
+        assert!(scan(&build(&[("a", 0, vec![kv(&ok_key, "v", 1, 0)])])[..]).is_ok());
+    }
+
+    #[test]
+    fn versions_and_transforms() {
+        let idx = |f, c| SnapshotIndex { format_version: f, compat_version: c, ..Default::default() };
+        let plain = DbiInfo { name: b"d".to_vec(), ..Default::default() };
+        let dup = DbiInfo { name: b"d".to_vec(), flags: 4, transform: TRANSFORM_DUPSORT_HACK.to_vec() };
+        assert!(validate_dbi(&idx(3, 1), &plain, true).is_ok());
+        assert!(validate_dbi(&idx(0, 0), &plain, true).is_err());
+        assert!(validate_dbi(&idx(3, 4), &plain, true).is_err());
+        assert!(validate_dbi(&idx(9, 3), &plain, true).is_ok());
+        assert!(validate_dbi(&idx(3, 1), &dup, true).is_err());
+        assert!(validate_dbi(&idx(3, 1), &dup, false).is_ok());
+        let dup_no_transform = DbiInfo { flags: 4, ..plain.clone() };
+        assert!(validate_dbi(&idx(3, 1), &dup_no_transform, false).is_err());
+        assert!(validate_dbi(&idx(2, 0), &dup_no_transform, false).is_ok());
+        let odd = DbiInfo { transform: b"rot13".to_vec(), ..plain };
+        assert!(validate_dbi(&idx(3, 1), &odd, false).is_err());
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    }
+
+    /// The Go-written files of ../shared/vectors/decode match their JSON descriptions exactly.
+    #[test]
+    fn go_written_vectors() {
+        let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/decode"));
+        if !dir.exists() {
+            assert!(std::env::var_os("LS_REQUIRE_SHARED").is_none(), "{} missing", dir.display());
+            eprintln!("skipping: {} not present", dir.display());
+            return;
+        }
+        let mut seen = 0;
+        for f in std::fs::read_dir(dir).unwrap() {
+            let path = f.unwrap().path();
+            if !path.to_string_lossy().ends_with(".pb.gz") {
+                continue;
+            }
+            seen += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            let j: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(format!("{}.json", path.display())).unwrap()).unwrap();
+            let (idx, entries) = decode_all(&bytes[..]).unwrap();
+            assert_eq!(u64::from(idx.format_version), j["formatVersion"].as_u64().unwrap());
+            assert_eq!(u64::from(idx.compat_version), j["compatVersion"].as_u64().unwrap());
+            assert_eq!(idx.uncompressed_size, j["protobuf_size"].as_u64().unwrap());
+            let m = &j["meta"];
+            assert_eq!(idx.meta.instance_id, m["instanceID"].as_str().unwrap().as_bytes());
+            assert_eq!(idx.meta.hostname, m["hostname"].as_str().unwrap().as_bytes());
+            assert_eq!(idx.meta.generation_id, m["generationID"].as_str().unwrap().as_bytes());
+            assert_eq!(idx.meta.database_name, m["databaseName"].as_str().unwrap().as_bytes());
+            assert_eq!(idx.meta.lmdb_txn_id, m["lmdbTxnID"].as_i64().unwrap());
+            assert_eq!(idx.meta.timestamp_nano, m["timestampNano"].as_u64().unwrap());
+            assert_eq!(idx.meta.from_lmdb_txn_id, m["fromLmdbTxnID"].as_i64().unwrap());
+            let dbis = j["databases"].as_array().unwrap();
+            assert_eq!(idx.dbis.len(), dbis.len());
+            let mut want = Vec::new();
+            for (i, d) in dbis.iter().enumerate() {
+                assert_eq!(idx.dbis[i].info.name, d["name"].as_str().unwrap().as_bytes());
+                assert_eq!(idx.dbis[i].info.flags, d["flags"].as_u64().unwrap());
+                assert_eq!(idx.dbis[i].info.transform, d["transform"].as_str().unwrap().as_bytes());
+                for e in d["entries"].as_array().unwrap() {
+                    want.push((i, OwnedKv {
+                        key: hex(e["key_hex"].as_str().unwrap()),
+                        value: hex(e["value_hex"].as_str().unwrap()),
+                        timestamp_nano: e["timestampNano"].as_u64().unwrap(),
+                        flags: e["flags"].as_u64().unwrap() as u32,
+                    }));
+                }
+            }
+            assert_eq!(entries, want, "{}", path.display());
+        }
+        assert_eq!(seen, 3);
+    }
+}
