@@ -9,7 +9,11 @@ use argh::FromArgs;
 #[derive(FromArgs, Debug)]
 pub struct Cli {
     /// config file (default: lightningstream.yaml)
-    #[argh(option, short = 'c', default = "String::from(\"lightningstream.yaml\")")]
+    #[argh(
+        option,
+        short = 'c',
+        default = "String::from(\"lightningstream.yaml\")"
+    )]
     pub config: String,
     /// instance name; overrides `instance` from the config
     #[argh(option, short = 'i')]
@@ -291,7 +295,13 @@ mod tests {
     fn go_forms_are_accepted() {
         let c = parse("--config=/etc/ls.yaml sync --only-once");
         assert_eq!(c.config, "/etc/ls.yaml");
-        assert!(matches!(c.command, Some(Command::Sync(SyncCmd { only_once: true, .. }))));
+        assert!(matches!(
+            c.command,
+            Some(Command::Sync(SyncCmd {
+                only_once: true,
+                ..
+            }))
+        ));
 
         let c = parse("sync --config /x.yaml -i inst1 --only-db main --only-db shard --debug");
         assert_eq!(c.config, "/x.yaml");
@@ -317,7 +327,13 @@ mod tests {
         let c = parse("sync --only-once=false --log-config=true --timeout=1s");
         assert!(c.log_config);
         assert_eq!(c.timeout.as_deref(), Some("1s"));
-        assert!(matches!(c.command, Some(Command::Sync(SyncCmd { only_once: false, .. }))));
+        assert!(matches!(
+            c.command,
+            Some(Command::Sync(SyncCmd {
+                only_once: false,
+                ..
+            }))
+        ));
     }
 
     #[test]

@@ -125,14 +125,20 @@ mod tests {
             go_time_string(t, &TimeZone::UTC),
             "2022-01-02 03:04:05.012345678 +0000 UTC"
         );
-        assert_eq!(go_time_string(0, &TimeZone::UTC), "1970-01-01 00:00:00 +0000 UTC");
+        assert_eq!(
+            go_time_string(0, &TimeZone::UTC),
+            "1970-01-01 00:00:00 +0000 UTC"
+        );
         let ams = TimeZone::get("Europe/Amsterdam").unwrap();
         assert_eq!(
             go_time_string(1, &ams),
             "1970-01-01 01:00:00.000000001 +0100 CET"
         );
         assert_eq!(rfc3339_nano(t), "2022-01-02T03:04:05.012345678Z");
-        assert_eq!(rfc3339_nano(1_641_092_645_000_000_000), "2022-01-02T03:04:05Z");
+        assert_eq!(
+            rfc3339_nano(1_641_092_645_000_000_000),
+            "2022-01-02T03:04:05Z"
+        );
     }
 
     #[test]

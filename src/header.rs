@@ -74,7 +74,13 @@ pub fn parse(value: &[u8]) -> Result<(ValueHeader, &[u8]), HeaderError> {
 
 /// Appends a header (version 0, reserved 0) to `out`, with one all-zero extension block when
 /// `padding_block` (the `header_extra_padding_block` test option). The app value is not added.
-pub fn write_header(out: &mut Vec<u8>, timestamp: u64, txn_id: u64, flags: u8, padding_block: bool) {
+pub fn write_header(
+    out: &mut Vec<u8>,
+    timestamp: u64,
+    txn_id: u64,
+    flags: u8,
+    padding_block: bool,
+) {
     out.extend_from_slice(&timestamp.to_be_bytes());
     out.extend_from_slice(&txn_id.to_be_bytes());
     out.push(0);
@@ -111,13 +117,22 @@ mod tests {
         let mut v = Vec::new();
         write_header(&mut v, T, 7, 0, false);
         v.push(b'1');
-        assert_eq!(v, hex("16 c6 55 10 d5 77 93 4e 00 00 00 00 00 00 00 07 00 00 00 00 00 00 00 00 31"));
+        assert_eq!(
+            v,
+            hex("16 c6 55 10 d5 77 93 4e 00 00 00 00 00 00 00 07 00 00 00 00 00 00 00 00 31")
+        );
         let (h, app) = parse(&v).unwrap();
-        assert_eq!((h.timestamp, h.txn_id, h.flags, h.num_extra, app), (T, 7, 0, 0, &b"1"[..]));
+        assert_eq!(
+            (h.timestamp, h.txn_id, h.flags, h.num_extra, app),
+            (T, 7, 0, 0, &b"1"[..])
+        );
 
         let mut d = Vec::new();
         write_header(&mut d, T, 7, FLAG_DELETED, false);
-        assert_eq!(d, hex("16 c6 55 10 d5 77 93 4e 00 00 00 00 00 00 00 07 00 01 00 00 00 00 00 00"));
+        assert_eq!(
+            d,
+            hex("16 c6 55 10 d5 77 93 4e 00 00 00 00 00 00 00 07 00 01 00 00 00 00 00 00")
+        );
         assert!(parse(&d).unwrap().0.is_deleted());
         assert!(parse(&d).unwrap().1.is_empty());
 
@@ -126,14 +141,19 @@ mod tests {
         p.push(b'1');
         assert_eq!(
             p,
-            hex("16 c6 55 10 d5 77 93 4e 00 00 00 00 00 00 00 07 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00 00 31")
+            hex(
+                "16 c6 55 10 d5 77 93 4e 00 00 00 00 00 00 00 07 00 00 00 00 00 00 00 01 00 00 00 00 00 00 00 00 31"
+            )
         );
         assert_eq!(parse(&p).unwrap().1, b"1");
     }
 
     #[test]
     fn edge_cases() {
-        assert_eq!(parse(b"short"), Err(HeaderError::TooShort { len: 5, need: 24 }));
+        assert_eq!(
+            parse(b"short"),
+            Err(HeaderError::TooShort { len: 5, need: 24 })
+        );
         let mut v = vec![0u8; 24];
         v[16] = 1;
         assert_eq!(parse(&v), Err(HeaderError::Version(1)));

@@ -2,14 +2,14 @@
 //! backend) through an object store, compatible with the Go implementation's bucket objects,
 //! value headers, configuration and command line.
 
-pub mod display;
-pub mod storage;
-pub mod logging;
 pub mod cli;
 pub mod commands;
-pub mod merge;
-pub mod syncer;
 pub mod config;
+pub mod display;
 pub mod header;
 pub mod lmdb;
+pub mod logging;
+pub mod merge;
 pub mod snapshot;
+pub mod storage;
+pub mod syncer;

@@ -238,7 +238,14 @@ impl Env {
             } else {
                 path
             };
-            mkdir_p(dir, if opts.dir_mask == 0 { 0o775 } else { opts.dir_mask })?;
+            mkdir_p(
+                dir,
+                if opts.dir_mask == 0 {
+                    0o775
+                } else {
+                    opts.dir_mask
+                },
+            )?;
         }
         let env = Env::open_raw(path, opts)?;
         let env = Arc::new(env);
@@ -262,7 +269,9 @@ impl Env {
         };
         let max_dbs = if opts.max_dbs == 0 { 64 } else { opts.max_dbs };
         // SAFETY: `ptr` is a valid, not yet opened env handle (closed by Drop on error).
-        check("env_set_maxdbs", unsafe { ffi::mdb_env_set_maxdbs(ptr, max_dbs) })?;
+        check("env_set_maxdbs", unsafe {
+            ffi::mdb_env_set_maxdbs(ptr, max_dbs)
+        })?;
         let map_size = match (opts.map_size, opts.create) {
             (0, true) => 1 << 30,
             (n, _) => n,
@@ -283,7 +292,11 @@ impl Env {
         if opts.read_only {
             flags |= ffi::MDB_RDONLY;
         }
-        let mode = if opts.file_mask == 0 { 0o664 } else { opts.file_mask };
+        let mode = if opts.file_mask == 0 {
+            0o664
+        } else {
+            opts.file_mask
+        };
         // SAFETY: `cpath` is NUL-terminated and outlives the call.
         check("env_open", unsafe {
             ffi::mdb_env_open(ptr, cpath.as_ptr(), flags, mode as ffi::mdb_mode_t)
@@ -435,7 +448,7 @@ pub trait Txn: sealed::RawTxn {
         let mut item = c.first()?;
         while let Some((k, _)) = item {
             names.push(k.to_vec());
-            item = c.next()?;
+            item = c.next_entry()?;
         }
         Ok(names)
     }
@@ -627,7 +640,7 @@ impl<'txn> Cursor<'txn> {
         self.op(ffi::MDB_FIRST, None)
     }
 
-    pub fn next(&mut self) -> Result<Item<'txn>> {
+    pub fn next_entry(&mut self) -> Result<Item<'txn>> {
         self.op(ffi::MDB_NEXT, None)
     }
 
@@ -643,7 +656,7 @@ impl<'txn> Iterator for Cursor<'txn> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let r = if self.started {
-            Cursor::next(self)
+            self.next_entry()
         } else {
             self.first()
         };

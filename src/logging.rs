@@ -110,8 +110,7 @@ impl<'kvs> VisitSource<'kvs> for Fields {
 /// logfmt needs quotes unless the value is a plain token (the logrus rule).
 fn logfmt_value(v: &str) -> String {
     let plain = !v.is_empty()
-        && v
-            .chars()
+        && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || "-._/@^+:".contains(c));
     if plain {
         v.to_string()
@@ -253,7 +252,9 @@ mod tests {
         );
         let timed = render(&logger(Format::Human, TimestampMode::Short));
         assert!(timed.starts_with("time=\""), "{timed}");
-        assert!(timed.ends_with(r#"level=warning msg="Stored snapshot" db=main snapshot_name="a b""#));
+        assert!(
+            timed.ends_with(r#"level=warning msg="Stored snapshot" db=main snapshot_name="a b""#)
+        );
     }
 
     #[test]

@@ -9,7 +9,10 @@ use lightningstream::commands;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    let program = args.first().cloned().unwrap_or_else(|| "lightningstream".into());
+    let program = args
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "lightningstream".into());
     let args = match normalize_args(&args[1.min(args.len())..]) {
         Ok(a) => a,
         Err(e) => {

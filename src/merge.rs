@@ -8,8 +8,8 @@ use std::io::Read;
 
 use crate::header::{self, FLAG_DELETED, FLAG_SYNC_MASK, HeaderError};
 use crate::lmdb::{Dbi, LmdbError, RwTxn, Txn};
-use crate::snapshot::decode::{DecodeError, EntryReader, SnapshotIndex, validate_dbi};
 use crate::snapshot::KvRef;
+use crate::snapshot::decode::{DecodeError, EntryReader, SnapshotIndex, validate_dbi};
 
 /// DBIs whose names start with this are Lightning Stream's own and never synced.
 pub const SYNC_PREFIX: &[u8] = b"_sync";
@@ -203,7 +203,7 @@ pub fn load_snapshot<R: Read>(
     }
 
     let mut buf = Vec::with_capacity(256);
-    while let Some((i, kv)) = entries.next()? {
+    while let Some((i, kv)) = entries.next_entry()? {
         let dbi = match targets.get(i) {
             Some(Some(dbi)) => *dbi,
             Some(None) => continue,
@@ -285,15 +285,30 @@ mod tests {
     /// The table of merge.md §2 (from upstream's iterators_test.go), row by row.
     #[test]
     fn merge_rule_table() {
-        assert_eq!(run(kv(b"val", 30, 0), None), (Decision::Put, hdr(30, 123, 0, b"val")));
-        assert_eq!(run(kv(b"val", 5, 0), None), (Decision::Put, hdr(5, 123, 0, b"val")));
-        assert_eq!(run(kv(b"val", 0, 0), None), (Decision::Put, hdr(42, 123, 0, b"val")));
+        assert_eq!(
+            run(kv(b"val", 30, 0), None),
+            (Decision::Put, hdr(30, 123, 0, b"val"))
+        );
+        assert_eq!(
+            run(kv(b"val", 5, 0), None),
+            (Decision::Put, hdr(5, 123, 0, b"val"))
+        );
+        assert_eq!(
+            run(kv(b"val", 0, 0), None),
+            (Decision::Put, hdr(42, 123, 0, b"val"))
+        );
         let newer = hdr(40, 1, 0, b"newer");
         assert_eq!(run(kv(b"val", 30, 0), Some(&newer)).0, Decision::Keep);
-        assert_eq!(run(kv(b"", 30, 1), None), (Decision::Put, hdr(30, 123, 1, b"")));
+        assert_eq!(
+            run(kv(b"", 30, 1), None),
+            (Decision::Put, hdr(30, 123, 1, b""))
+        );
         assert_eq!(run(kv(b"", 5, 1), None).0, Decision::Delete);
         let bbb = hdr(30, 1, 0, b"bbb");
-        assert_eq!(run(kv(b"aaa", 30, 0), Some(&bbb)), (Decision::Put, hdr(30, 123, 0, b"aaa")));
+        assert_eq!(
+            run(kv(b"aaa", 30, 0), Some(&bbb)),
+            (Decision::Put, hdr(30, 123, 0, b"aaa"))
+        );
         assert_eq!(run(kv(b"ccc", 30, 0), Some(&bbb)).0, Decision::Keep);
         let val = hdr(30, 1, 0, b"val");
         assert_eq!(run(kv(b"val", 30, 0), Some(&val)).0, Decision::Keep);
@@ -305,14 +320,23 @@ mod tests {
     fn ties_tombstones_and_flags() {
         // A tombstone (empty value) wins a tie against any non-empty value.
         let live = hdr(30, 1, 0, b"a");
-        assert_eq!(run(kv(b"", 30, 1), Some(&live)), (Decision::Put, hdr(30, 123, 1, b"")));
+        assert_eq!(
+            run(kv(b"", 30, 1), Some(&live)),
+            (Decision::Put, hdr(30, 123, 1, b""))
+        );
         // Tie between a tombstone and a live empty value keeps the local one.
         let empty_live = hdr(30, 1, 0, b"");
         assert_eq!(run(kv(b"", 30, 1), Some(&empty_live)).0, Decision::Keep);
         // A deleted remote with a non-empty value compares with its raw value but writes none.
-        assert_eq!(run(kv(b"zzz", 31, 1), Some(&live)), (Decision::Put, hdr(31, 123, 1, b"")));
+        assert_eq!(
+            run(kv(b"zzz", 31, 1), Some(&live)),
+            (Decision::Put, hdr(31, 123, 1, b""))
+        );
         // Unknown remote flag bits are masked off.
-        assert_eq!(run(kv(b"x", 31, 0xfe), Some(&live)), (Decision::Put, hdr(31, 123, 0, b"x")));
+        assert_eq!(
+            run(kv(b"x", 31, 0xfe), Some(&live)),
+            (Decision::Put, hdr(31, 123, 0, b"x"))
+        );
         // The local winner keeps unknown flags and extension blocks: nothing is written.
         let mut odd = hdr(50, 7, 0x82, b"");
         odd[23] = 1;
@@ -320,12 +344,18 @@ mod tests {
         odd.extend_from_slice(b"v");
         assert_eq!(run(kv(b"a", 40, 0), Some(&odd)).0, Decision::Keep);
         // Against the same odd value, a newer remote replaces it with a plain header.
-        assert_eq!(run(kv(b"a", 60, 0), Some(&odd)), (Decision::Put, hdr(60, 123, 0, b"a")));
+        assert_eq!(
+            run(kv(b"a", 60, 0), Some(&odd)),
+            (Decision::Put, hdr(60, 123, 0, b"a"))
+        );
         // Timestamps compare unsigned.
         let max = hdr(u64::MAX, 1, 0, b"m");
         assert_eq!(run(kv(b"a", 1 << 63, 0), Some(&max)).0, Decision::Keep);
         // A zero-length local value counts as absent.
-        assert_eq!(run(kv(b"v", 30, 0), Some(b"")), (Decision::Put, hdr(30, 123, 0, b"v")));
+        assert_eq!(
+            run(kv(b"v", 30, 0), Some(b"")),
+            (Decision::Put, hdr(30, 123, 0, b"v"))
+        );
     }
 
     #[test]
@@ -335,16 +365,28 @@ mod tests {
         let mut out = Vec::new();
         // Remote ts 0 with an equal value: unchanged.
         let local0 = hdr(0, 1, 0, b"b");
-        assert_eq!(merge_entry(&kv(b"b", 0, 0), Some(&local0), &p, &mut out).unwrap(), Decision::Keep);
+        assert_eq!(
+            merge_entry(&kv(b"b", 0, 0), Some(&local0), &p, &mut out).unwrap(),
+            Decision::Keep
+        );
         // Remote ts 0 wins only against local ts 0 with a larger value; written with ts 0.
-        assert_eq!(merge_entry(&kv(b"a", 0, 0), Some(&local0), &p, &mut out).unwrap(), Decision::Put);
+        assert_eq!(
+            merge_entry(&kv(b"a", 0, 0), Some(&local0), &p, &mut out).unwrap(),
+            Decision::Put
+        );
         assert_eq!(out, hdr(0, 123, 0, b"a"));
         let local5 = hdr(5, 1, 0, b"b");
-        assert_eq!(merge_entry(&kv(b"a", 0, 0), Some(&local5), &p, &mut out).unwrap(), Decision::Keep);
+        assert_eq!(
+            merge_entry(&kv(b"a", 0, 0), Some(&local5), &p, &mut out).unwrap(),
+            Decision::Keep
+        );
         // Format 1: an empty value is a deletion, and the cutoff does not see it (no flag).
         p.format_version = 1;
         p.deleted_cutoff = 100;
-        assert_eq!(merge_entry(&kv(b"", 50, 0), None, &p, &mut out).unwrap(), Decision::Put);
+        assert_eq!(
+            merge_entry(&kv(b"", 50, 0), None, &p, &mut out).unwrap(),
+            Decision::Put
+        );
         assert_eq!(out, hdr(50, 123, 1, b""));
         // Padding block: numExtra = 1 and 8 zero bytes before the value.
         p.format_version = 3;

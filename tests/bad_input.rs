@@ -38,7 +38,8 @@ fn snapshot(dbi: &str, entries: &[(&[u8], &[u8], u64)]) -> Vec<u8> {
         flags: 0,
         transform: Vec::new(),
     };
-    w.begin_dbi(&info, kvs.iter().map(kv_field_len).sum()).unwrap();
+    w.begin_dbi(&info, kvs.iter().map(kv_field_len).sum())
+        .unwrap();
     for kv in &kvs {
         w.write_kv(kv).unwrap();
     }
@@ -61,7 +62,11 @@ fn garbage_and_truncated_objects_are_skipped() {
     std::fs::write(bucket.join(NAME_EVIL), b"this is not gzip at all").unwrap();
     let good = snapshot("records", &[(b"k", b"v", 5)]);
     // The truncated newer snapshot of instance t must make us fall back to its older one.
-    std::fs::write(bucket.join("main__t__20260101-000000-000000001__GX.pb.gz"), &good).unwrap();
+    std::fs::write(
+        bucket.join("main__t__20260101-000000-000000001__GX.pb.gz"),
+        &good,
+    )
+    .unwrap();
     std::fs::write(
         bucket.join("main__t__20260101-000000-000000002__GX.pb.gz"),
         &good[..good.len() - 5],
@@ -69,7 +74,10 @@ fn garbage_and_truncated_objects_are_skipped() {
     .unwrap();
     let log = b.sync_once();
     assert!(log.contains(NAME_EVIL), "{log}");
-    assert!(log.contains("main__t__20260101-000000-000000002__GX.pb.gz"), "{log}");
+    assert!(
+        log.contains("main__t__20260101-000000-000000002__GX.pb.gz"),
+        "{log}"
+    );
     assert!(log.contains("corrupt"), "{log}");
     let d = b.dump();
     assert_eq!(d[&key("records", "k")], entry(5, Some("v")));
@@ -82,11 +90,15 @@ fn hostile_snapshots_leave_the_lmdb_unchanged() {
     let long_key = vec![b'x'; 600];
     let cases: Vec<(&str, Vec<u8>)> = vec![
         // a key LMDB cannot store, after a valid entry: nothing of it may be merged
-        ("long-key", snapshot("records", &[(b"a", b"1", 5), (&long_key, b"v", 5)])),
+        (
+            "long-key",
+            snapshot("records", &[(b"a", b"1", 5), (&long_key, b"v", 5)]),
+        ),
         // a huge claimed length
         ("huge-len", {
             let mut gz = GzipWriter::new(Vec::new());
-            gz.write_all(&[0x08, 0x03, 0x1a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]).unwrap();
+            gz.write_all(&[0x08, 0x03, 0x1a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f])
+                .unwrap();
             gz.finish().unwrap()
         }),
     ];
@@ -98,14 +110,22 @@ fn hostile_snapshots_leave_the_lmdb_unchanged() {
         let log = b.sync_once();
         assert!(log.contains(NAME_EVIL), "{what}: {log}");
         assert_eq!(b.dump(), before, "{what}");
-        assert_eq!(b.last_txn_id(), txn_before, "{what}: a write transaction was committed");
+        assert_eq!(
+            b.last_txn_id(),
+            txn_before,
+            "{what}: a write transaction was committed"
+        );
     }
 }
 
 #[test]
 fn private_dbis_in_snapshots_are_ignored() {
     let (_dir, bucket, b) = setup();
-    std::fs::write(bucket.join(NAME_EVIL), snapshot("_sync_shadow_x", &[(b"k", b"v", 5)])).unwrap();
+    std::fs::write(
+        bucket.join(NAME_EVIL),
+        snapshot("_sync_shadow_x", &[(b"k", b"v", 5)]),
+    )
+    .unwrap();
     let log = b.sync_once();
     assert!(log.contains("private DBI"), "{log}");
     assert!(b.dump().keys().all(|(dbi, _)| dbi == b"records"));
@@ -116,9 +136,30 @@ fn bad_config_stops_before_any_lmdb_is_touched() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("never.lmdb");
     let cases = [
-        ("unknown key", format!("lmdbs:\n  main:\n    path: {}\n    bogus_key: 1\nstorage:\n  type: fs\n", db.display()), "bogus_key"),
-        ("bad mask", format!("lmdbs:\n  main:\n    path: {}\n    options:\n      file_mask: 775\n      create: true\n", db.display()), "file_mask"),
-        ("bad duration", format!("lmdbs:\n  main:\n    path: {}\nlmdb_poll_interval: 5 minutes\n", db.display()), "lmdb_poll_interval"),
+        (
+            "unknown key",
+            format!(
+                "lmdbs:\n  main:\n    path: {}\n    bogus_key: 1\nstorage:\n  type: fs\n",
+                db.display()
+            ),
+            "bogus_key",
+        ),
+        (
+            "bad mask",
+            format!(
+                "lmdbs:\n  main:\n    path: {}\n    options:\n      file_mask: 775\n      create: true\n",
+                db.display()
+            ),
+            "file_mask",
+        ),
+        (
+            "bad duration",
+            format!(
+                "lmdbs:\n  main:\n    path: {}\nlmdb_poll_interval: 5 minutes\n",
+                db.display()
+            ),
+            "lmdb_poll_interval",
+        ),
     ];
     for (what, text, needle) in cases {
         let cfg = dir.path().join("bad.yaml");
@@ -153,10 +194,17 @@ fn local_value_without_header_is_a_clear_error() {
         txn.put(dbi, b"broken-key", b"short").unwrap();
         txn.commit().unwrap();
     }
-    std::fs::write(bucket.join(NAME_EVIL), snapshot("records", &[(b"broken-key", b"v", 5)])).unwrap();
+    std::fs::write(
+        bucket.join(NAME_EVIL),
+        snapshot("records", &[(b"broken-key", b"v", 5)]),
+    )
+    .unwrap();
     let out = b.command(&["sync", "--only-once"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("records") && err.contains("broken-key"), "{err}");
+    assert!(
+        err.contains("records") && err.contains("broken-key"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }

@@ -52,7 +52,11 @@ fn snapshots_commands() {
     assert!(names[0].starts_with("main__a__") && names[0].ends_with("__GX.pb.gz"));
     assert_eq!(names[1], "zzz-not-a-snapshot");
 
-    let o = run(&["--config=".to_string() + cfg].iter().map(String::as_str).chain(["snapshots", "list", "-l", "-t"]).collect::<Vec<_>>());
+    let o = run(&["--config=".to_string() + cfg]
+        .iter()
+        .map(String::as_str)
+        .chain(["snapshots", "list", "-l", "-t"])
+        .collect::<Vec<_>>());
     assert_ok(&o, "list -l -t");
     let lines: Vec<String> = stdout(&o).lines().map(String::from).collect();
     assert_eq!(lines[0], format!("{:12}\t{}", 0, "zzz-not-a-snapshot"));
@@ -64,16 +68,54 @@ fn snapshots_commands() {
 
     // get, put (name checked unless --force), remove
     let got = dir.path().join("got.pb.gz");
-    assert_ok(&run(&["-c", cfg, "snapshots", "get", &names[0], "-o", got.to_str().unwrap()]), "get");
-    assert_eq!(std::fs::read(&got).unwrap(), std::fs::read(bucket.join(&names[0])).unwrap());
+    assert_ok(
+        &run(&[
+            "-c",
+            cfg,
+            "snapshots",
+            "get",
+            &names[0],
+            "-o",
+            got.to_str().unwrap(),
+        ]),
+        "get",
+    );
+    assert_eq!(
+        std::fs::read(&got).unwrap(),
+        std::fs::read(bucket.join(&names[0])).unwrap()
+    );
     let o = run(&["-c", cfg, "snapshots", "put", got.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("invalid snapshot name"));
     let copy = "main__b__20260101-000000-000000000__GX.pb.gz";
-    assert_ok(&run(&["-c", cfg, "snapshots", "put", got.to_str().unwrap(), "-n", copy]), "put -n");
-    assert_ok(&run(&["-c", cfg, "snapshots", "put", got.to_str().unwrap(), "--force"]), "put --force");
+    assert_ok(
+        &run(&[
+            "-c",
+            cfg,
+            "snapshots",
+            "put",
+            got.to_str().unwrap(),
+            "-n",
+            copy,
+        ]),
+        "put -n",
+    );
+    assert_ok(
+        &run(&[
+            "-c",
+            cfg,
+            "snapshots",
+            "put",
+            got.to_str().unwrap(),
+            "--force",
+        ]),
+        "put --force",
+    );
     assert!(bucket.join("got.pb.gz").exists());
-    assert_ok(&run(&["-c", cfg, "snapshots", "remove", "got.pb.gz"]), "remove");
+    assert_ok(
+        &run(&["-c", cfg, "snapshots", "remove", "got.pb.gz"]),
+        "remove",
+    );
     assert!(!bucket.join("got.pb.gz").exists());
 
     // dump of our own snapshot
@@ -81,8 +123,14 @@ fn snapshots_commands() {
     assert_ok(&o, "dump");
     let text = stdout(&o);
     assert!(text.starts_with("{\n  \"FormatVersion\": 3,\n  \"CompatVersion\": 1,\n  \"Meta\": {\n    \"GenerationID\": \"GX\",\n    \"InstanceID\": \"a\","), "{text}");
-    assert!(text.contains("\n### records (transform=\"\", flags=\"\")\n\n"), "{text}");
-    assert!(text.contains("k [6b]  =  v [76]  (2022-01-02 03:04:05.012345678 +0000 UTC, "), "{text}");
+    assert!(
+        text.contains("\n### records (transform=\"\", flags=\"\")\n\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("k [6b]  =  v [76]  (2022-01-02 03:04:05.012345678 +0000 UTC, "),
+        "{text}"
+    );
     assert!(text.contains(" ago; flags=00)\n"), "{text}");
     let o = run(&["-c", cfg, "snapshots", "dump", "-f", "json", copy]);
     assert_eq!(o.status.code(), Some(1));
@@ -93,7 +141,11 @@ fn snapshots_commands() {
 fn dump_go_written_snapshots() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/decode");
     if !dir.exists() {
-        assert!(std::env::var_os("LS_REQUIRE_SHARED").is_none(), "{} missing", dir.display());
+        assert!(
+            std::env::var_os("LS_REQUIRE_SHARED").is_none(),
+            "{} missing",
+            dir.display()
+        );
         eprintln!("skipping: {} not present", dir.display());
         return;
     }
@@ -105,7 +157,8 @@ fn dump_go_written_snapshots() {
             continue;
         }
         let json: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(format!("{}.json", path.display())).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(format!("{}.json", path.display())).unwrap())
+                .unwrap();
         let o = a
             .command(&["snapshots", "dump", "--local", path.to_str().unwrap()])
             .env("TZ", "UTC")
@@ -113,12 +166,29 @@ fn dump_go_written_snapshots() {
             .unwrap();
         assert_ok(&o, "dump --local");
         let text = stdout(&o);
-        let entries: usize = json["databases"].as_array().unwrap().iter().map(|d| d["entries"].as_array().unwrap().len()).sum();
+        let entries: usize = json["databases"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["entries"].as_array().unwrap().len())
+            .sum();
         assert_eq!(text.matches(" ago; flags=").count(), entries, "{text}");
         for d in json["databases"].as_array().unwrap() {
-            assert!(text.contains(&format!("\n### {} (transform=", d["name"].as_str().unwrap())), "{text}");
+            assert!(
+                text.contains(&format!(
+                    "\n### {} (transform=",
+                    d["name"].as_str().unwrap()
+                )),
+                "{text}"
+            );
         }
-        assert!(text.contains(&format!("\"TimestampNano\": {}", json["meta"]["timestampNano"])), "{text}");
+        assert!(
+            text.contains(&format!(
+                "\"TimestampNano\": {}",
+                json["meta"]["timestampNano"]
+            )),
+            "{text}"
+        );
     }
 }
 
@@ -136,9 +206,15 @@ fn dump_and_stats() {
     let o = a.command(&["stats"]).output().unwrap();
     assert_ok(&o, "stats");
     let s = stdout(&o);
-    assert!(s.starts_with("main: Env info: {MapSize:67108864 LastPNO:"), "{s}");
+    assert!(
+        s.starts_with("main: Env info: {MapSize:67108864 LastPNO:"),
+        "{s}"
+    );
     assert!(s.contains("main: dbi t: {PSize:4096 Depth:1 BranchPages:0 LeafPages:1 OverflowPages:0 Entries:1} (4.0 KB)"), "{s}");
-    assert!(s.contains("main: Total Used: 4.0 KB / 64.0 MB (~ 0.0 %)"), "{s}");
+    assert!(
+        s.contains("main: Total Used: 4.0 KB / 64.0 MB (~ 0.0 %)"),
+        "{s}"
+    );
 }
 
 #[test]
@@ -146,6 +222,11 @@ fn timeout_exits_75() {
     let dir = tempfile::tempdir().unwrap();
     let a = Instance::new(dir.path(), "a", &dir.path().join("bucket"), "100ms");
     let o = a.command(&["sync", "--timeout", "1s"]).output().unwrap();
-    assert_eq!(o.status.code(), Some(75), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(75),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("Timeout reached"));
 }

@@ -11,7 +11,13 @@ use common::{Dump, Instance, entry, key};
 fn expect_same(instances: &[&Instance]) -> Dump {
     let first = instances[0].dump();
     for i in &instances[1..] {
-        assert_eq!(first, i.dump(), "{} and {} differ", instances[0].name, i.name);
+        assert_eq!(
+            first,
+            i.dump(),
+            "{} and {} differ",
+            instances[0].name,
+            i.name
+        );
     }
     first
 }
@@ -87,7 +93,11 @@ fn three_instances_converge() {
             &[
                 (own.as_str(), Some(val.as_str()), ts),
                 ("conflict", Some(val.as_str()), ts),
-                ("gone", if i == 1 { None } else { Some("here") }, 10 + i as u64),
+                (
+                    "gone",
+                    if i == 1 { None } else { Some("here") },
+                    10 + i as u64,
+                ),
             ],
         );
     }
@@ -147,5 +157,7 @@ fn two_daemons_propagate_changes_both_ways() {
     wait_for("b's delete on a", Duration::from_secs(20), || {
         a.dump().get(&key("records", "k")) == Some(&entry(200, None))
     });
-    wait_for("identical LMDBs", Duration::from_secs(20), || a.dump() == b.dump());
+    wait_for("identical LMDBs", Duration::from_secs(20), || {
+        a.dump() == b.dump()
+    });
 }

@@ -50,7 +50,11 @@ fn check(mode: &str) {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}");
-    assert!(out.status.success(), "vector check ({mode}) failed:\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "vector check ({mode}) failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(text.matches("ok   ").count(), CASES.len(), "{text}");
 }
 

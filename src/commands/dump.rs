@@ -42,10 +42,19 @@ fn dump_db(
         let Some(dbi) = txn.open_dbi(&dbi_name)? else {
             continue;
         };
-        write!(out, "\n### {name} :: {}\n\n", String::from_utf8_lossy(&dbi_name))?;
+        write!(
+            out,
+            "\n### {name} :: {}\n\n",
+            String::from_utf8_lossy(&dbi_name)
+        )?;
         for item in txn.cursor(dbi)? {
             let (k, v) = item?;
-            writeln!(out, "{}  =  {}", display_ascii(k, now), display_ascii(v, now))?;
+            writeln!(
+                out,
+                "{}  =  {}",
+                display_ascii(k, now),
+                display_ascii(v, now)
+            )?;
         }
     }
     Ok(())

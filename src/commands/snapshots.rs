@@ -59,7 +59,8 @@ fn get(storage: &dyn Storage, c: &GetCmd) -> anyhow::Result<()> {
         .with_context(|| format!("getting {:?}", c.name))?;
     let mut file = File::create(&output).with_context(|| format!("creating {output:?}"))?;
     io::copy(&mut body, &mut file).with_context(|| format!("writing {output:?}"))?;
-    file.sync_all().with_context(|| format!("writing {output:?}"))?;
+    file.sync_all()
+        .with_context(|| format!("writing {output:?}"))?;
     Ok(())
 }
 
@@ -144,7 +145,8 @@ fn dump(storage: &dyn Storage, c: &SnapshotDumpCmd) -> anyhow::Result<()> {
             .with_context(|| format!("getting {:?}", c.name))?
             .0
     };
-    let index = scan(BufReader::new(&mut file)).with_context(|| format!("decoding {:?}", c.name))?;
+    let index =
+        scan(BufReader::new(&mut file)).with_context(|| format!("decoding {:?}", c.name))?;
     file.seek(io::SeekFrom::Start(0))?;
     let mut out = BufWriter::new(io::stdout().lock());
     writeln!(out, "{}", header_json(&index))?;
@@ -174,7 +176,7 @@ fn dump(storage: &dyn Storage, c: &SnapshotDumpCmd) -> anyhow::Result<()> {
         Ok(())
     };
     let mut reader = EntryReader::new(BufReader::new(file));
-    while let Some((i, kv)) = reader.next()? {
+    while let Some((i, kv)) = reader.next_entry()? {
         print_headers_up_to(&mut out, i)?;
         if !wanted(i) {
             continue;
@@ -182,9 +184,10 @@ fn dump(storage: &dyn Storage, c: &SnapshotDumpCmd) -> anyhow::Result<()> {
         let ts = kv.timestamp_nano as i64;
         let age_ns = now.saturating_sub(ts);
         // Go rounds the age to whole seconds, halves away from zero.
-        let age = GoDuration(((age_ns as i128 + 500_000_000 * age_ns.signum() as i128)
-            / 1_000_000_000
-            * 1_000_000_000) as i64);
+        let age = GoDuration(
+            ((age_ns as i128 + 500_000_000 * age_ns.signum() as i128) / 1_000_000_000
+                * 1_000_000_000) as i64,
+        );
         writeln!(
             out,
             "{}  =  {}  ({}, {} ago; flags={:02x})",

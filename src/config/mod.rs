@@ -39,10 +39,12 @@ impl ConfigError {
             _ => {}
         }
         s.push_str(": ");
-        if let Some(k) = &self.key {
-            if !self.message.starts_with(k.as_str()) {
-                s.push_str(&format!("{k}: "));
-            }
+        if let Some(k) = self
+            .key
+            .as_ref()
+            .filter(|k| !self.message.starts_with(k.as_str()))
+        {
+            s.push_str(&format!("{k}: "));
         }
         s.push_str(&self.message);
         s
@@ -57,7 +59,9 @@ fn defaults<T: serde::de::DeserializeOwned>() -> T {
 
 /// A section given as an explicit null (`sweeper:` with nothing under it) takes zero values,
 /// as in Go's yaml.v2; an absent section keeps the defaults (the field's serde default).
-fn null_is_zero<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
+fn null_is_zero<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> Result<T, D::Error> {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
@@ -65,7 +69,9 @@ fn null_is_empty_map<'de, D: Deserializer<'de>>(d: D) -> Result<serde_norway::Ma
     Ok(Option::<serde_norway::Mapping>::deserialize(d)?.unwrap_or_default())
 }
 
-fn null_is_empty<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
+fn null_is_empty<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(
+    d: D,
+) -> Result<T, D::Error> {
     null_is_zero(d)
 }
 
@@ -257,7 +263,11 @@ impl SweeperConfig {
 pub struct StorageConfig {
     #[serde(rename = "type", default, deserialize_with = "de_string")]
     pub kind: String,
-    #[serde(default, deserialize_with = "null_is_empty_map", serialize_with = "ser_redacted")]
+    #[serde(
+        default,
+        deserialize_with = "null_is_empty_map",
+        serialize_with = "ser_redacted"
+    )]
     pub options: serde_norway::Mapping,
     #[serde(default = "defaults", deserialize_with = "null_is_zero")]
     pub cleanup: CleanupConfig,
@@ -635,13 +645,22 @@ impl Config {
 
     fn validate_in(&self, src: &Source) -> Result<(), ConfigError> {
         if crate::logging::parse_level(&self.log.level).is_err() {
-            return Err(src.error("log.level", "log.level: must be one of: debug, info, warning, error, fatal"));
+            return Err(src.error(
+                "log.level",
+                "log.level: must be one of: debug, info, warning, error, fatal",
+            ));
         }
         if crate::logging::parse_format(&self.log.format).is_err() {
-            return Err(src.error("log.format", "log.format: must be one of: human, logfmt, json"));
+            return Err(src.error(
+                "log.format",
+                "log.format: must be one of: human, logfmt, json",
+            ));
         }
         if crate::logging::parse_timestamp(&self.log.timestamp).is_err() {
-            return Err(src.error("log.timestamp", "log.timestamp: must be one of: short, disable, full"));
+            return Err(src.error(
+                "log.timestamp",
+                "log.timestamp: must be one of: short, disable, full",
+            ));
         }
         if self.lmdbs.is_empty() {
             return Err(src.error("lmdbs", "no LMDBs configured"));
@@ -649,7 +668,10 @@ impl Config {
         for (name, l) in &self.lmdbs {
             let key = |k: &str| format!("lmdbs.{name}.{k}");
             if l.path.is_empty() {
-                return Err(src.error(&format!("lmdbs.{name}"), format!("lmdb {name:?}: no path configured")));
+                return Err(src.error(
+                    &format!("lmdbs.{name}"),
+                    format!("lmdb {name:?}: no path configured"),
+                ));
             }
             check_mask(src, &key("options.file_mask"), l.options.file_mask)?;
             check_mask(src, &key("options.dir_mask"), l.options.dir_mask)?;
@@ -683,8 +705,14 @@ impl Config {
         }
         for (k, v) in [
             ("storage_retry_count", self.storage_retry_count),
-            ("memory_downloaded_snapshots", self.memory_downloaded_snapshots),
-            ("memory_decompressed_snapshots", self.memory_decompressed_snapshots),
+            (
+                "memory_downloaded_snapshots",
+                self.memory_downloaded_snapshots,
+            ),
+            (
+                "memory_decompressed_snapshots",
+                self.memory_decompressed_snapshots,
+            ),
         ] {
             if v < 1 {
                 return Err(src.error(k, format!("{k}: positive number required")));
@@ -701,21 +729,25 @@ impl Config {
 }
 
 impl Config {
-    fn storage_options<T: serde::de::DeserializeOwned>(&self, what: &str) -> Result<T, ConfigError> {
+    fn storage_options<T: serde::de::DeserializeOwned>(
+        &self,
+        what: &str,
+    ) -> Result<T, ConfigError> {
         let src = Source {
             file: &self.source.file,
             text: &self.source.text,
         };
-        serde_norway::from_value(serde_norway::Value::Mapping(self.storage.options.clone())).map_err(|e| {
-            let msg = e.to_string();
-            // Point at the offending option when the message names one.
-            let key = msg
-                .split('`')
-                .nth(1)
-                .map(|k| format!("storage.options.{k}"))
-                .unwrap_or_else(|| "storage.options".into());
-            src.error(&key, format!("{what} backend options: {msg}"))
-        })
+        serde_norway::from_value(serde_norway::Value::Mapping(self.storage.options.clone()))
+            .map_err(|e| {
+                let msg = e.to_string();
+                // Point at the offending option when the message names one.
+                let key = msg
+                    .split('`')
+                    .nth(1)
+                    .map(|k| format!("storage.options.{k}"))
+                    .unwrap_or_else(|| "storage.options".into());
+                src.error(&key, format!("{what} backend options: {msg}"))
+            })
     }
 
     fn storage_error(&self, key: &str, message: &str) -> ConfigError {
@@ -730,7 +762,10 @@ impl Config {
     pub fn fs_options(&self) -> Result<FsOptions, ConfigError> {
         let o: FsOptions = self.storage_options("fs")?;
         if o.root_path.is_empty() {
-            return Err(self.storage_error("root_path", "options.root_path must be set for the fs backend"));
+            return Err(self.storage_error(
+                "root_path",
+                "options.root_path must be set for the fs backend",
+            ));
         }
         Ok(o)
     }
@@ -747,14 +782,23 @@ impl Config {
                 "credentials are required: set access_key and secret_key, or access_key_file and secret_key_file",
             ));
         }
-        if key_files && o.secrets_refresh_interval < GoDuration::from_secs(1) && !o.secrets_refresh_interval.is_zero() {
-            return Err(err("secrets_refresh_interval", "secrets_refresh_interval must be at least 1s"));
+        if key_files
+            && o.secrets_refresh_interval < GoDuration::from_secs(1)
+            && !o.secrets_refresh_interval.is_zero()
+        {
+            return Err(err(
+                "secrets_refresh_interval",
+                "secrets_refresh_interval must be at least 1s",
+            ));
         }
         if o.bucket.is_empty() {
             return Err(err("bucket", "s3 storage bucket not set"));
         }
         if !(o.endpoint_url.starts_with("http://") || o.endpoint_url.starts_with("https://")) {
-            return Err(err("endpoint_url", "endpoint_url must start with http:// or https://"));
+            return Err(err(
+                "endpoint_url",
+                "endpoint_url must start with http:// or https://",
+            ));
         }
         Ok(o)
     }

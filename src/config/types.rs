@@ -240,7 +240,9 @@ pub fn parse_yaml11_int(s: &str) -> Option<i128> {
 
 fn yaml11_bool(s: &str) -> Option<bool> {
     match s {
-        "y" | "Y" | "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => Some(true),
+        "y" | "Y" | "yes" | "Yes" | "YES" | "true" | "True" | "TRUE" | "on" | "On" | "ON" => {
+            Some(true)
+        }
         "n" | "N" | "no" | "No" | "NO" | "false" | "False" | "FALSE" | "off" | "Off" | "OFF" => {
             Some(false)
         }
@@ -255,8 +257,12 @@ pub fn de_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
         Scalar::Bool(b) => Ok(b),
         Scalar::Str(s) => yaml11_bool(&s)
             .ok_or_else(|| de::Error::custom(format!("cannot unmarshal {s:?} into a bool"))),
-        Scalar::Int(i) => Err(de::Error::custom(format!("cannot unmarshal {i} into a bool"))),
-        Scalar::Float(f) => Err(de::Error::custom(format!("cannot unmarshal {f} into a bool"))),
+        Scalar::Int(i) => Err(de::Error::custom(format!(
+            "cannot unmarshal {i} into a bool"
+        ))),
+        Scalar::Float(f) => Err(de::Error::custom(format!(
+            "cannot unmarshal {f} into a bool"
+        ))),
     }
 }
 
@@ -305,7 +311,9 @@ pub fn de_f32<'de, D: Deserializer<'de>>(d: D) -> Result<f32, D::Error> {
             .replace('_', "")
             .parse::<f32>()
             .map_err(|_| de::Error::custom(format!("cannot unmarshal {s:?} into a number"))),
-        Scalar::Bool(b) => Err(de::Error::custom(format!("cannot unmarshal {b} into a number"))),
+        Scalar::Bool(b) => Err(de::Error::custom(format!(
+            "cannot unmarshal {b} into a number"
+        ))),
     }
 }
 
@@ -321,7 +329,9 @@ impl<'de> Deserialize<'de> for GoDuration {
             Scalar::Float(f) => Err(de::Error::custom(format!(
                 "cannot unmarshal {f} into a duration (use a unit, e.g. \"1.5s\")"
             ))),
-            Scalar::Bool(b) => Err(de::Error::custom(format!("cannot unmarshal {b} into a duration"))),
+            Scalar::Bool(b) => Err(de::Error::custom(format!(
+                "cannot unmarshal {b} into a duration"
+            ))),
         }
     }
 }
@@ -370,7 +380,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 /// `<n><unit>` with the largest unit that divides exactly (`1000MB`, `1GB`, `0B`).
 pub fn format_size(n: u64) -> String {
     for (unit, shift) in SIZE_UNITS {
-        if shift == 0 || (n != 0 && n % (1u64 << shift) == 0) {
+        if shift == 0 || (n != 0 && n.is_multiple_of(1u64 << shift)) {
             return format!("{}{unit}", n >> shift);
         }
     }
@@ -381,9 +391,13 @@ pub fn format_size(n: u64) -> String {
 pub fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     match scalar(d)? {
         Scalar::Null => Ok(0),
-        Scalar::Int(i) => u64::try_from(i).map_err(|_| de::Error::custom(format!("invalid size {i}"))),
+        Scalar::Int(i) => {
+            u64::try_from(i).map_err(|_| de::Error::custom(format!("invalid size {i}")))
+        }
         Scalar::Str(s) => parse_size(&s).map_err(de::Error::custom),
-        Scalar::Float(f) => Err(de::Error::custom(format!("invalid size {f}: decimals are not supported"))),
+        Scalar::Float(f) => Err(de::Error::custom(format!(
+            "invalid size {f}: decimals are not supported"
+        ))),
         Scalar::Bool(b) => Err(de::Error::custom(format!("invalid size {b}"))),
     }
 }
@@ -476,7 +490,18 @@ mod tests {
         assert_eq!(d("1µs"), Ok(1_000));
         assert_eq!(d("1us2ns"), Ok(1_002));
         assert_eq!(d("168h"), Ok(168 * 3_600_000_000_000));
-        for bad in ["", "1", "1d", "s", "1.s.", "-", "1 s", "10", "5 minutes", "99999999999999999999h"] {
+        for bad in [
+            "",
+            "1",
+            "1d",
+            "s",
+            "1.s.",
+            "-",
+            "1 s",
+            "10",
+            "5 minutes",
+            "99999999999999999999h",
+        ] {
             assert!(d(bad).is_err(), "{bad:?} accepted");
         }
     }
@@ -510,7 +535,16 @@ mod tests {
         assert_eq!(parse_size("64 MB"), Ok(64 << 20));
         assert_eq!(parse_size("10"), Ok(10));
         assert_eq!(parse_size("2kilobytes"), Ok(2048));
-        for bad in ["1Kb", "1Mb", "1.5GB", "-1", " 1GB", "1XB", "", "99999999999EB"] {
+        for bad in [
+            "1Kb",
+            "1Mb",
+            "1.5GB",
+            "-1",
+            " 1GB",
+            "1XB",
+            "",
+            "99999999999EB",
+        ] {
             assert!(parse_size(bad).is_err(), "{bad:?} accepted");
         }
         assert_eq!(format_size(1_048_576_000), "1000MB");

@@ -154,17 +154,26 @@ impl<R: Read> Decoder<R> {
             .map_err(gzip_err)? as u64;
         self.pos += got;
         if got != n {
-            return Err(pb_err(at, offset, format!("{n}-byte field truncated after {got} bytes")));
+            return Err(pb_err(
+                at,
+                offset,
+                format!("{n}-byte field truncated after {got} bytes"),
+            ));
         }
         Ok(())
     }
 
     fn skip(&mut self, n: u64, at: &'static str) -> Result<(), DecodeError> {
         let offset = self.pos;
-        let got = std::io::copy(&mut (&mut self.r).take(n), &mut std::io::sink()).map_err(gzip_err)?;
+        let got =
+            std::io::copy(&mut (&mut self.r).take(n), &mut std::io::sink()).map_err(gzip_err)?;
         self.pos += got;
         if got != n {
-            return Err(pb_err(at, offset, format!("{n}-byte field truncated after {got} bytes")));
+            return Err(pb_err(
+                at,
+                offset,
+                format!("{n}-byte field truncated after {got} bytes"),
+            ));
         }
         Ok(())
     }
@@ -178,15 +187,28 @@ impl<R: Read> Decoder<R> {
                 self.skip(n, at)
             }
             5 => self.skip(4, at),
-            other => Err(pb_err(at, self.pos, format!("unsupported wire type {other}"))),
+            other => Err(pb_err(
+                at,
+                self.pos,
+                format!("unsupported wire type {other}"),
+            )),
         }
     }
 
-    fn len_capped(&mut self, cap: u64, what: &'static str, at: &'static str) -> Result<u64, DecodeError> {
+    fn len_capped(
+        &mut self,
+        cap: u64,
+        what: &'static str,
+        at: &'static str,
+    ) -> Result<u64, DecodeError> {
         let offset = self.pos;
         let n = self.need_varint(at)?;
         if n > cap {
-            return Err(pb_err(at, offset, format!("{what} of {n} bytes exceeds the limit of {cap}")));
+            return Err(pb_err(
+                at,
+                offset,
+                format!("{what} of {n} bytes exceeds the limit of {cap}"),
+            ));
         }
         Ok(n)
     }
@@ -200,7 +222,13 @@ impl<R: Read> Decoder<R> {
                     let ev = self.dbi_field()?;
                     let used = self.pos - start;
                     if used > left {
-                        return Err(pb_err("DBI", start, format!("field of {used} bytes overruns the DBI message ({left} bytes left)")));
+                        return Err(pb_err(
+                            "DBI",
+                            start,
+                            format!(
+                                "field of {used} bytes overruns the DBI message ({left} bytes left)"
+                            ),
+                        ));
                     }
                     self.dbi_left = Some(left - used);
                     if let Some(ev) = ev {
@@ -227,7 +255,11 @@ impl<R: Read> Decoder<R> {
                             return Ok(Event::DbiStart);
                         }
                         (1..=4, _) => {
-                            return Err(pb_err(at, offset, format!("field {field} has wrong wire type {wt}")));
+                            return Err(pb_err(
+                                at,
+                                offset,
+                                format!("field {field} has wrong wire type {wt}"),
+                            ));
                         }
                         _ => self.skip_field(wt, at)?,
                     }
@@ -262,7 +294,11 @@ impl<R: Read> Decoder<R> {
                 Event::DbiTransform
             }
             (1..=4, _) => {
-                return Err(pb_err(at, offset, format!("field {field} has wrong wire type {wt}")));
+                return Err(pb_err(
+                    at,
+                    offset,
+                    format!("field {field} has wrong wire type {wt}"),
+                ));
             }
             _ => {
                 self.skip_field(wt, at)?;
@@ -321,7 +357,9 @@ fn parse_meta(b: &[u8], m: &mut Meta) -> Result<(), String> {
             (4, WT_VARINT) => m.lmdb_txn_id = r.varint()? as i64,
             (5, WT_FIXED64) => m.timestamp_nano = r.fixed64()?,
             (8, WT_VARINT) => m.from_lmdb_txn_id = r.varint()? as i64,
-            (1..=5 | 7 | 8, _) => return Err(format!("meta field {field} has wrong wire type {wt}")),
+            (1..=5 | 7 | 8, _) => {
+                return Err(format!("meta field {field} has wrong wire type {wt}"));
+            }
             _ => r.skip(wt)?,
         }
     }
@@ -392,7 +430,7 @@ impl<R: Read> EntryReader<R> {
     }
 
     /// The next entry, borrowed until the next call; `None` at the end.
-    pub fn next(&mut self) -> Result<Option<(usize, KvRef<'_>)>, DecodeError> {
+    pub fn next_entry(&mut self) -> Result<Option<(usize, KvRef<'_>)>, DecodeError> {
         loop {
             match self.d.next()? {
                 Event::DbiStart => self.dbi = Some(self.dbi.map_or(0, |i| i + 1)),
@@ -408,10 +446,16 @@ impl<R: Read> EntryReader<R> {
 }
 
 /// The version and transform checks of format.md §1.5, made per DBI before it is merged.
-pub fn validate_dbi(index: &SnapshotIndex, dbi: &DbiInfo, native: bool) -> Result<(), VersionError> {
+pub fn validate_dbi(
+    index: &SnapshotIndex,
+    dbi: &DbiInfo,
+    native: bool,
+) -> Result<(), VersionError> {
     let (f, c) = (index.format_version, index.compat_version);
     if f == 0 {
-        return Err(VersionError("no snapshot formatVersion provided, or 0".into()));
+        return Err(VersionError(
+            "no snapshot formatVersion provided, or 0".into(),
+        ));
     }
     if c > READER_VERSION {
         return Err(VersionError(format!(
@@ -445,14 +489,16 @@ pub fn validate_dbi(index: &SnapshotIndex, dbi: &DbiInfo, native: bool) -> Resul
 }
 
 /// Decodes a whole snapshot into memory. For tests and tools on small files only.
-pub fn decode_all<R: Read>(compressed: R) -> Result<(SnapshotIndex, Vec<(usize, OwnedKv)>), DecodeError> {
+pub fn decode_all<R: Read>(
+    compressed: R,
+) -> Result<(SnapshotIndex, Vec<(usize, OwnedKv)>), DecodeError> {
     let mut bytes = Vec::new();
     let mut r = compressed;
     r.read_to_end(&mut bytes).map_err(gzip_err)?;
     let index = scan(&bytes[..])?;
     let mut entries = Vec::new();
     let mut er = EntryReader::new(&bytes[..]);
-    while let Some((i, kv)) = er.next()? {
+    while let Some((i, kv)) = er.next_entry()? {
         entries.push((i, kv.into()));
     }
     Ok((index, entries))
@@ -488,10 +534,20 @@ mod tests {
         for (name, flags, kvs) in dbis {
             let refs: Vec<KvRef> = kvs
                 .iter()
-                .map(|k| KvRef { key: &k.key, value: &k.value, timestamp_nano: k.timestamp_nano, flags: k.flags })
+                .map(|k| KvRef {
+                    key: &k.key,
+                    value: &k.value,
+                    timestamp_nano: k.timestamp_nano,
+                    flags: k.flags,
+                })
                 .collect();
-            let info = DbiInfo { name: name.as_bytes().to_vec(), flags: *flags, transform: Vec::new() };
-            w.begin_dbi(&info, refs.iter().map(kv_field_len).sum()).unwrap();
+            let info = DbiInfo {
+                name: name.as_bytes().to_vec(),
+                flags: *flags,
+                transform: Vec::new(),
+            };
+            w.begin_dbi(&info, refs.iter().map(kv_field_len).sum())
+                .unwrap();
             for r in &refs {
                 w.write_kv(r).unwrap();
             }
@@ -501,14 +557,27 @@ mod tests {
     }
 
     fn kv(k: &str, v: &str, ts: u64, flags: u32) -> OwnedKv {
-        OwnedKv { key: k.into(), value: v.into(), timestamp_nano: ts, flags }
+        OwnedKv {
+            key: k.into(),
+            value: v.into(),
+            timestamp_nano: ts,
+            flags,
+        }
     }
 
     #[test]
     fn round_trip() {
         let big = "x".repeat(100_000);
         let dbis = vec![
-            ("a", 0, vec![kv("k1", "v1", 1, 0), kv("k2", "", 2, 1), kv("k3", &big, 0, 0)]),
+            (
+                "a",
+                0,
+                vec![
+                    kv("k1", "v1", 1, 0),
+                    kv("k2", "", 2, 1),
+                    kv("k3", &big, 0, 0),
+                ],
+            ),
             ("empty", 8, vec![]),
             ("b", 0, vec![kv("z", "last", u64::MAX, 0)]),
         ];
@@ -516,8 +585,19 @@ mod tests {
         let (idx, entries) = decode_all(&bytes[..]).unwrap();
         assert_eq!((idx.format_version, idx.compat_version), (3, 1));
         assert_eq!(idx.meta, meta());
-        let names: Vec<_> = idx.dbis.iter().map(|d| (d.info.name.clone(), d.info.flags, d.entries)).collect();
-        assert_eq!(names, [(b"a".to_vec(), 0, 3), (b"empty".to_vec(), 8, 0), (b"b".to_vec(), 0, 1)]);
+        let names: Vec<_> = idx
+            .dbis
+            .iter()
+            .map(|d| (d.info.name.clone(), d.info.flags, d.entries))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                (b"a".to_vec(), 0, 3),
+                (b"empty".to_vec(), 8, 0),
+                (b"b".to_vec(), 0, 1)
+            ]
+        );
         let want: Vec<(usize, OwnedKv)> = vec![
             (0, dbis[0].2[0].clone()),
             (0, dbis[0].2[1].clone()),
@@ -533,17 +613,25 @@ mod tests {
         use quick_protobuf::{BytesReader, MessageRead};
         let bytes = build(&[("a", 4, vec![kv("k", "v", 9, 1)])]);
         let mut raw = Vec::new();
-        MultiGzDecoder::new(&bytes[..]).read_to_end(&mut raw).unwrap();
+        MultiGzDecoder::new(&bytes[..])
+            .read_to_end(&mut raw)
+            .unwrap();
         let mut r = BytesReader::from_bytes(&raw);
         let s = super::super::pb::Snapshot::from_reader(&mut r, &raw).unwrap();
         assert_eq!((s.formatVersion, s.compatVersion), (3, 1));
         let m = s.meta.unwrap();
-        assert_eq!((m.instanceID.as_ref(), m.lmdbTxnID, m.timestampNano), ("inst1", 42, 7));
+        assert_eq!(
+            (m.instanceID.as_ref(), m.lmdbTxnID, m.timestampNano),
+            ("inst1", 42, 7)
+        );
         assert_eq!(s.databases.len(), 1);
         let d = &s.databases[0];
         assert_eq!((d.name.as_ref(), d.flags, d.entries.len()), ("a", 4, 1));
         let e = &d.entries[0];
-        assert_eq!((e.key.as_ref(), e.value.as_ref(), e.timestampNano, e.flags), (&b"k"[..], &b"v"[..], 9, 1));
+        assert_eq!(
+            (e.key.as_ref(), e.value.as_ref(), e.timestampNano, e.flags),
+            (&b"k"[..], &b"v"[..], 9, 1)
+        );
     }
 
     /// Field orders a generic encoder uses, unknown fields everywhere, repeated meta.
@@ -554,7 +642,9 @@ mod tests {
         p.extend([0x12, 0x04, 0x12, 0x02, b'i', b'1']); // meta {instanceID}
         p.extend([0x98, 0x01, 0x05]); // unknown field 19 varint
         // DBI: name, unknown, entry (with unknown), flags after entries, transform
-        let kvb = [0x0a, 0x01, b'k', 0x12, 0x01, b'v', 0x30, 0x07, 0x19, 1, 0, 0, 0, 0, 0, 0, 0];
+        let kvb = [
+            0x0a, 0x01, b'k', 0x12, 0x01, b'v', 0x30, 0x07, 0x19, 1, 0, 0, 0, 0, 0, 0, 0,
+        ];
         let mut dbi = vec![0x0a, 0x01, b'd', 0x2a, 0x01, b'?'];
         dbi.push(0x12);
         dbi.push(kvb.len() as u8);
@@ -569,7 +659,14 @@ mod tests {
         assert_eq!((idx.format_version, idx.compat_version), (3, 1));
         assert_eq!(idx.meta.instance_id, b"i1");
         assert_eq!(idx.meta.lmdb_txn_id, 5);
-        assert_eq!(idx.dbis[0].info, DbiInfo { name: b"d".to_vec(), flags: 8, transform: vec![] });
+        assert_eq!(
+            idx.dbis[0].info,
+            DbiInfo {
+                name: b"d".to_vec(),
+                flags: 8,
+                transform: vec![]
+            }
+        );
         assert_eq!(entries, vec![(0, kv("k", "v", 1, 0))]);
     }
 
@@ -577,7 +674,9 @@ mod tests {
     fn multi_member_gzip() {
         let bytes = build(&[("a", 0, vec![kv("k", "v", 1, 0)])]);
         let mut raw = Vec::new();
-        MultiGzDecoder::new(&bytes[..]).read_to_end(&mut raw).unwrap();
+        MultiGzDecoder::new(&bytes[..])
+            .read_to_end(&mut raw)
+            .unwrap();
         let mut two = gz(&raw[..10]);
         two.extend(gz(b""));
         two.extend(gz(&raw[10..]));
@@ -601,12 +700,24 @@ mod tests {
             ("trailing garbage", trailing),
             ("not gzip", b"hello, this is not a snapshot".to_vec()),
             ("wrong wire type", gz(&[0x09, 1, 2, 3, 4, 5, 6, 7, 8])),
-            ("huge length", gz(&[0x1a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f])),
-            ("huge entry", gz(&[0x1a, 0x0c, 0x12, 0xff, 0xff, 0xff, 0xff, 0x7f])),
-            ("entry overruns dbi", gz(&[0x1a, 0x02, 0x12, 0x02, 0x0a, 0x00])),
+            (
+                "huge length",
+                gz(&[0x1a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f]),
+            ),
+            (
+                "huge entry",
+                gz(&[0x1a, 0x0c, 0x12, 0xff, 0xff, 0xff, 0xff, 0x7f]),
+            ),
+            (
+                "entry overruns dbi",
+                gz(&[0x1a, 0x02, 0x12, 0x02, 0x0a, 0x00]),
+            ),
             ("empty kv", gz(&[0x1a, 0x02, 0x12, 0x00])),
             ("empty key", build(&[("a", 0, vec![kv("", "v", 1, 0)])])),
-            ("key too long", build(&[("a", 0, vec![kv(&long_key, "v", 1, 0)])])),
+            (
+                "key too long",
+                build(&[("a", 0, vec![kv(&long_key, "v", 1, 0)])]),
+            ),
             ("bad meta", gz(&[0x12, 0x02, 0x0a, 0x05])),
         ];
         for (what, bytes) in cases {
@@ -619,32 +730,59 @@ mod tests {
 
     #[test]
     fn versions_and_transforms() {
-        let idx = |f, c| SnapshotIndex { format_version: f, compat_version: c, ..Default::default() };
-        let plain = DbiInfo { name: b"d".to_vec(), ..Default::default() };
-        let dup = DbiInfo { name: b"d".to_vec(), flags: 4, transform: TRANSFORM_DUPSORT_HACK.to_vec() };
+        let idx = |f, c| SnapshotIndex {
+            format_version: f,
+            compat_version: c,
+            ..Default::default()
+        };
+        let plain = DbiInfo {
+            name: b"d".to_vec(),
+            ..Default::default()
+        };
+        let dup = DbiInfo {
+            name: b"d".to_vec(),
+            flags: 4,
+            transform: TRANSFORM_DUPSORT_HACK.to_vec(),
+        };
         assert!(validate_dbi(&idx(3, 1), &plain, true).is_ok());
         assert!(validate_dbi(&idx(0, 0), &plain, true).is_err());
         assert!(validate_dbi(&idx(3, 4), &plain, true).is_err());
         assert!(validate_dbi(&idx(9, 3), &plain, true).is_ok());
         assert!(validate_dbi(&idx(3, 1), &dup, true).is_err());
         assert!(validate_dbi(&idx(3, 1), &dup, false).is_ok());
-        let dup_no_transform = DbiInfo { flags: 4, ..plain.clone() };
+        let dup_no_transform = DbiInfo {
+            flags: 4,
+            ..plain.clone()
+        };
         assert!(validate_dbi(&idx(3, 1), &dup_no_transform, false).is_err());
         assert!(validate_dbi(&idx(2, 0), &dup_no_transform, false).is_ok());
-        let odd = DbiInfo { transform: b"rot13".to_vec(), ..plain };
+        let odd = DbiInfo {
+            transform: b"rot13".to_vec(),
+            ..plain
+        };
         assert!(validate_dbi(&idx(3, 1), &odd, false).is_err());
     }
 
     fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
     }
 
     /// The Go-written files of ../shared/vectors/decode match their JSON descriptions exactly.
     #[test]
     fn go_written_vectors() {
-        let dir = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/vectors/decode"));
+        let dir = std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/vectors/decode"
+        ));
         if !dir.exists() {
-            assert!(std::env::var_os("LS_REQUIRE_SHARED").is_none(), "{} missing", dir.display());
+            assert!(
+                std::env::var_os("LS_REQUIRE_SHARED").is_none(),
+                "{} missing",
+                dir.display()
+            );
             eprintln!("skipping: {} not present", dir.display());
             return;
         }
@@ -657,33 +795,67 @@ mod tests {
             seen += 1;
             let bytes = std::fs::read(&path).unwrap();
             let j: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(format!("{}.json", path.display())).unwrap()).unwrap();
+                serde_json::from_slice(&std::fs::read(format!("{}.json", path.display())).unwrap())
+                    .unwrap();
             let (idx, entries) = decode_all(&bytes[..]).unwrap();
-            assert_eq!(u64::from(idx.format_version), j["formatVersion"].as_u64().unwrap());
-            assert_eq!(u64::from(idx.compat_version), j["compatVersion"].as_u64().unwrap());
+            assert_eq!(
+                u64::from(idx.format_version),
+                j["formatVersion"].as_u64().unwrap()
+            );
+            assert_eq!(
+                u64::from(idx.compat_version),
+                j["compatVersion"].as_u64().unwrap()
+            );
             assert_eq!(idx.uncompressed_size, j["protobuf_size"].as_u64().unwrap());
             let m = &j["meta"];
-            assert_eq!(idx.meta.instance_id, m["instanceID"].as_str().unwrap().as_bytes());
-            assert_eq!(idx.meta.hostname, m["hostname"].as_str().unwrap().as_bytes());
-            assert_eq!(idx.meta.generation_id, m["generationID"].as_str().unwrap().as_bytes());
-            assert_eq!(idx.meta.database_name, m["databaseName"].as_str().unwrap().as_bytes());
+            assert_eq!(
+                idx.meta.instance_id,
+                m["instanceID"].as_str().unwrap().as_bytes()
+            );
+            assert_eq!(
+                idx.meta.hostname,
+                m["hostname"].as_str().unwrap().as_bytes()
+            );
+            assert_eq!(
+                idx.meta.generation_id,
+                m["generationID"].as_str().unwrap().as_bytes()
+            );
+            assert_eq!(
+                idx.meta.database_name,
+                m["databaseName"].as_str().unwrap().as_bytes()
+            );
             assert_eq!(idx.meta.lmdb_txn_id, m["lmdbTxnID"].as_i64().unwrap());
-            assert_eq!(idx.meta.timestamp_nano, m["timestampNano"].as_u64().unwrap());
-            assert_eq!(idx.meta.from_lmdb_txn_id, m["fromLmdbTxnID"].as_i64().unwrap());
+            assert_eq!(
+                idx.meta.timestamp_nano,
+                m["timestampNano"].as_u64().unwrap()
+            );
+            assert_eq!(
+                idx.meta.from_lmdb_txn_id,
+                m["fromLmdbTxnID"].as_i64().unwrap()
+            );
             let dbis = j["databases"].as_array().unwrap();
             assert_eq!(idx.dbis.len(), dbis.len());
             let mut want = Vec::new();
             for (i, d) in dbis.iter().enumerate() {
-                assert_eq!(idx.dbis[i].info.name, d["name"].as_str().unwrap().as_bytes());
+                assert_eq!(
+                    idx.dbis[i].info.name,
+                    d["name"].as_str().unwrap().as_bytes()
+                );
                 assert_eq!(idx.dbis[i].info.flags, d["flags"].as_u64().unwrap());
-                assert_eq!(idx.dbis[i].info.transform, d["transform"].as_str().unwrap().as_bytes());
+                assert_eq!(
+                    idx.dbis[i].info.transform,
+                    d["transform"].as_str().unwrap().as_bytes()
+                );
                 for e in d["entries"].as_array().unwrap() {
-                    want.push((i, OwnedKv {
-                        key: hex(e["key_hex"].as_str().unwrap()),
-                        value: hex(e["value_hex"].as_str().unwrap()),
-                        timestamp_nano: e["timestampNano"].as_u64().unwrap(),
-                        flags: e["flags"].as_u64().unwrap() as u32,
-                    }));
+                    want.push((
+                        i,
+                        OwnedKv {
+                            key: hex(e["key_hex"].as_str().unwrap()),
+                            value: hex(e["value_hex"].as_str().unwrap()),
+                            timestamp_nano: e["timestampNano"].as_u64().unwrap(),
+                            flags: e["flags"].as_u64().unwrap() as u32,
+                        },
+                    ));
                 }
             }
             assert_eq!(entries, want, "{}", path.display());

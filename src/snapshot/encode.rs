@@ -120,7 +120,13 @@ impl<W: Write> SnapshotWriter<W> {
     /// Starts a snapshot with explicit version fields (tests of older formats).
     pub fn with_versions(out: W, meta: &Meta, format: u32, compat: u32) -> io::Result<Self> {
         let mut w = SnapshotWriter {
-            out: BufWriter::with_capacity(256 * 1024, Counting { inner: out, count: 0 }),
+            out: BufWriter::with_capacity(
+                256 * 1024,
+                Counting {
+                    inner: out,
+                    count: 0,
+                },
+            ),
             dbi: None,
             scratch: Vec::with_capacity(256),
         };
@@ -294,12 +300,26 @@ mod tests {
     fn spec_example_bytes() {
         const T: u64 = 1_641_092_645_012_345_678;
         let kvs = [
-            KvRef { key: b"a", value: b"1", timestamp_nano: T, flags: 0 },
-            KvRef { key: b"b", value: b"", timestamp_nano: T, flags: 1 },
+            KvRef {
+                key: b"a",
+                value: b"1",
+                timestamp_nano: T,
+                flags: 0,
+            },
+            KvRef {
+                key: b"b",
+                value: b"",
+                timestamp_nano: T,
+                flags: 1,
+            },
         ];
         let mut w = SnapshotWriter::new(Vec::new(), &spec_meta()).unwrap();
-        let info = DbiInfo { name: b"test".to_vec(), ..Default::default() };
-        w.begin_dbi(&info, kvs.iter().map(kv_field_len).sum()).unwrap();
+        let info = DbiInfo {
+            name: b"test".to_vec(),
+            ..Default::default()
+        };
+        w.begin_dbi(&info, kvs.iter().map(kv_field_len).sum())
+            .unwrap();
         for kv in &kvs {
             w.write_kv(kv).unwrap();
         }
@@ -319,21 +339,39 @@ mod tests {
     fn empty_dbis_zero_fields_and_long_lengths() {
         let mut w = SnapshotWriter::new(Vec::new(), &Meta::default()).unwrap();
         // name only
-        w.begin_dbi(&DbiInfo { name: b"e".to_vec(), ..Default::default() }, 0).unwrap();
+        w.begin_dbi(
+            &DbiInfo {
+                name: b"e".to_vec(),
+                ..Default::default()
+            },
+            0,
+        )
+        .unwrap();
         w.end_dbi().unwrap();
         // entirely empty DBI: skipped
         w.begin_dbi(&DbiInfo::default(), 0).unwrap();
         w.end_dbi().unwrap();
         // a 200-byte value needs a two-byte length; timestamp 0 and flags 0 are omitted
         let v = vec![b'x'; 200];
-        let kv = KvRef { key: b"k", value: &v, timestamp_nano: 0, flags: 0 };
-        let info = DbiInfo { name: b"d".to_vec(), flags: 0x14, transform: b"t".to_vec() };
+        let kv = KvRef {
+            key: b"k",
+            value: &v,
+            timestamp_nano: 0,
+            flags: 0,
+        };
+        let info = DbiInfo {
+            name: b"d".to_vec(),
+            flags: 0x14,
+            transform: b"t".to_vec(),
+        };
         w.begin_dbi(&info, kv_field_len(&kv)).unwrap();
         w.write_kv(&kv).unwrap();
         w.end_dbi().unwrap();
         let b = w.finish().unwrap();
         let mut want = hex("08 03 20 01 1a 03 0a 01 65");
-        want.extend(hex("1a d9 01 0a 01 64 18 14 22 01 74 12 ce 01 0a 01 6b 12 c8 01"));
+        want.extend(hex(
+            "1a d9 01 0a 01 64 18 14 22 01 74 12 ce 01 0a 01 6b 12 c8 01",
+        ));
         want.extend(&v);
         assert_eq!(b, want);
     }
@@ -341,9 +379,24 @@ mod tests {
     #[test]
     fn announced_length_is_enforced() {
         let mut w = SnapshotWriter::new(Vec::new(), &Meta::default()).unwrap();
-        w.begin_dbi(&DbiInfo { name: b"d".to_vec(), ..Default::default() }, 5).unwrap();
+        w.begin_dbi(
+            &DbiInfo {
+                name: b"d".to_vec(),
+                ..Default::default()
+            },
+            5,
+        )
+        .unwrap();
         assert!(w.end_dbi().is_err());
-        assert!(w.write_kv(&KvRef { key: b"k", value: b"", timestamp_nano: 0, flags: 0 }).is_err());
+        assert!(
+            w.write_kv(&KvRef {
+                key: b"k",
+                value: b"",
+                timestamp_nano: 0,
+                flags: 0
+            })
+            .is_err()
+        );
     }
 
     #[test]

@@ -57,12 +57,22 @@ fn parse_timestamp(s: &str) -> Result<i64, String> {
     if b.len() != 25 || b[15] != b'-' || b[8] != b'-' {
         return Err(format!("timestamp {s:?} is not YYYYMMDD-hhmmss-nnnnnnnnn"));
     }
-    let field = |r: std::ops::Range<usize>| digits(&s[r]).ok_or_else(|| format!("timestamp {s:?} has non-digits"));
+    let field = |r: std::ops::Range<usize>| {
+        digits(&s[r]).ok_or_else(|| format!("timestamp {s:?} has non-digits"))
+    };
     let (y, mo, d) = (field(0..4)?, field(4..6)?, field(6..8)?);
     let (h, mi, se) = (field(9..11)?, field(11..13)?, field(13..15)?);
     let nanos = field(16..25)?;
-    let dt = DateTime::new(y as i16, mo as i8, d as i8, h as i8, mi as i8, se as i8, nanos as i32)
-        .map_err(|e| format!("timestamp {s:?}: {e}"))?;
+    let dt = DateTime::new(
+        y as i16,
+        mo as i8,
+        d as i8,
+        h as i8,
+        mi as i8,
+        se as i8,
+        nanos as i32,
+    )
+    .map_err(|e| format!("timestamp {s:?}: {e}"))?;
     let ts = dt
         .to_zoned(TimeZone::UTC)
         .map_err(|e| format!("timestamp {s:?}: {e}"))?
@@ -73,7 +83,13 @@ fn parse_timestamp(s: &str) -> Result<i64, String> {
 /// Every character outside `[A-Za-z0-9-]` becomes `-` (one per code point).
 pub fn sanitize_instance(raw: &str) -> String {
     raw.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect()
 }
 
@@ -145,7 +161,12 @@ impl SnapshotName {
     /// First 7 hex digits of SHA-256 of `<instance>-<time>`: a short id for logs.
     pub fn shorthash(&self) -> String {
         let digest = Sha256::digest(format!("{}-{}", self.instance, self.timestamp_str));
-        digest.iter().take(4).map(|b| format!("{b:02x}")).collect::<String>()[..7].to_string()
+        digest
+            .iter()
+            .take(4)
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()[..7]
+            .to_string()
     }
 
     /// The first extra item of the given type letter.
@@ -172,7 +193,10 @@ mod tests {
     #[test]
     fn build_and_parse() {
         let n = SnapshotName::new("main", "inst1", T);
-        assert_eq!(n.object_name(), "main__inst1__20220102-030405-012345678__GX.pb.gz");
+        assert_eq!(
+            n.object_name(),
+            "main__inst1__20220102-030405-012345678__GX.pb.gz"
+        );
         assert_eq!(SnapshotName::parse(&n.object_name()).unwrap(), n);
         assert_eq!(n.shorthash(), "b89bf33");
         assert_eq!(format_timestamp(0), "19700101-000000-000000000");
@@ -180,12 +204,16 @@ mod tests {
 
     #[test]
     fn extras() {
-        let n = SnapshotName::parse("db1__inst1__20220102-030405-012345678__G1__X123__Y456.pb.gz").unwrap();
+        let n = SnapshotName::parse("db1__inst1__20220102-030405-012345678__G1__X123__Y456.pb.gz")
+            .unwrap();
         assert_eq!((n.syncer.as_str(), n.generation.as_str()), ("db1", "G1"));
         assert_eq!(n.extras, ["X123", "Y456"]);
         assert_eq!(n.extra('Y'), Some("456"));
         assert_eq!(n.extra('Z'), None);
-        assert_eq!(n.object_name(), "db1__inst1__20220102-030405-012345678__G1__X123__Y456.pb.gz");
+        assert_eq!(
+            n.object_name(),
+            "db1__inst1__20220102-030405-012345678__G1__X123__Y456.pb.gz"
+        );
     }
 
     #[test]

@@ -75,7 +75,9 @@ impl<'a> SliceReader<'a> {
         let len = self.varint()?;
         let left = (self.buf.len() - self.pos) as u64;
         if len > left {
-            return Err(format!("length {len} runs past the end of the message ({left} bytes left)"));
+            return Err(format!(
+                "length {len} runs past the end of the message ({left} bytes left)"
+            ));
         }
         let b = &self.buf[self.pos..self.pos + len as usize];
         self.pos += len as usize;
@@ -122,7 +124,11 @@ mod tests {
         }
         assert!(SliceReader::new(&[0x80]).varint().is_err());
         assert!(SliceReader::new(&[0xff; 11]).varint().is_err());
-        assert!(SliceReader::new(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02]).varint().is_err());
+        assert!(
+            SliceReader::new(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02])
+                .varint()
+                .is_err()
+        );
         // a 2 GiB+ length is representable
         assert_eq!(len_field_len(3 << 30), 1 + 5 + (3 << 30));
     }

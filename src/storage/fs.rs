@@ -175,7 +175,16 @@ mod tests {
         let root = dir.path().join("bucket");
         let s = FsStorage::new(&root).unwrap();
         fs::write(dir.path().join("secret"), b"x").unwrap();
-        for bad in ["../secret", "a/b", ".hidden", "x.tmp", "", "a\0b", "..", "."] {
+        for bad in [
+            "../secret",
+            "a/b",
+            ".hidden",
+            "x.tmp",
+            "",
+            "a\0b",
+            "..",
+            ".",
+        ] {
             assert!(
                 s.get(bad).err().unwrap().is_not_found(),
                 "get {bad:?} must look missing"
@@ -201,7 +210,12 @@ mod tests {
         fs::write(dir.path().join("main__x.pb.gz.tmp"), b"partial").unwrap();
         fs::write(dir.path().join(".main__y"), b"hidden").unwrap();
         fs::write(dir.path().join("main__z"), b"ok").unwrap();
-        let names: Vec<_> = s.list("main").unwrap().into_iter().map(|o| o.name).collect();
+        let names: Vec<_> = s
+            .list("main")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
         assert_eq!(names, ["main__z"]);
     }
 }

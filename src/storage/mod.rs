@@ -109,7 +109,8 @@ pub(crate) fn copy_exact(
     len: u64,
     name: &str,
 ) -> Result<()> {
-    let copied = io::copy(&mut body.take(len), out).map_err(|e| StorageError::io("put", name, e))?;
+    let copied =
+        io::copy(&mut body.take(len), out).map_err(|e| StorageError::io("put", name, e))?;
     if copied != len {
         return Err(StorageError::Backend {
             op: "put",

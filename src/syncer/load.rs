@@ -58,7 +58,8 @@ pub fn fetch(storage: &dyn Storage, name: &str) -> Result<Fetched, FetchError> {
     let t0 = Instant::now();
     let (mut file, compressed_size) = get_to_tempfile(storage, name)?;
     let time_load_storage = t0.elapsed();
-    let index = scan(BufReader::with_capacity(256 * 1024, &mut file)).map_err(|e| corrupt(name, e))?;
+    let index =
+        scan(BufReader::with_capacity(256 * 1024, &mut file)).map_err(|e| corrupt(name, e))?;
     file.seek(SeekFrom::Start(0))
         .map_err(|e| corrupt(name, format!("rewinding the downloaded copy: {e}")))?;
     Ok(Fetched {
@@ -126,4 +127,3 @@ pub fn merge(
         time_write_lock,
     })
 }
-

@@ -17,9 +17,9 @@ use anyhow::{Context, bail};
 
 use crate::lmdb::{Env, Txn};
 use crate::merge::LoadOptions;
+use crate::snapshot::Meta;
 use crate::snapshot::encode::GzipWriter;
 use crate::snapshot::name::SnapshotName;
-use crate::snapshot::Meta;
 use crate::storage::{Storage, put_file};
 use load::FetchError;
 
@@ -133,7 +133,9 @@ impl Syncer {
             }
             match SnapshotName::parse(&o.name) {
                 Ok(n) => listing.entry(n.instance).or_default().push(o.name),
-                Err(e) => log::debug!(db = self.db, filename = o.name, error = e.to_string(); "Skipping invalid filename"),
+                Err(e) => {
+                    log::debug!(db = self.db, filename = o.name, error = e.to_string(); "Skipping invalid filename")
+                }
             }
         }
         // Storage lists in name order, which is time order within one instance.
@@ -352,9 +354,8 @@ impl Syncer {
 
             // (c) forced snapshot
             let force = &self.opts.force_snapshot_interval;
-            let overdue = !self.opts.receive_only
-                && !force.is_zero()
-                && last_snapshot.elapsed() > *force;
+            let overdue =
+                !self.opts.receive_only && !force.is_zero() && last_snapshot.elapsed() > *force;
             if overdue {
                 log::info!(db = self.db, last_snapshot_time_passed = format!("{:?}", last_snapshot.elapsed()); "Snapshot overdue, forcing one");
             }
