@@ -670,3 +670,161 @@ impl Drop for Cursor<'_> {
         unsafe { ffi::mdb_cursor_close(self.ptr) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn opts() -> EnvOptions {
+        EnvOptions {
+            no_subdir: true,
+            create: true,
+            map_size: 1 << 20,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn txn_ids_and_dbis() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = Env::open(&dir.path().join("sub/db.lmdb"), &opts()).unwrap();
+        assert_eq!(env.info().unwrap().last_txn_id, 0);
+        {
+            let mut t = env.begin_rw().unwrap();
+            assert_eq!(t.id(), 1);
+            let b = t.create_dbi(b"b", MDB_DUPSORT | MDB_DUPFIXED).unwrap();
+            let i = t.create_dbi(b"\xffraw", MDB_INTEGERKEY).unwrap();
+            let a = t.create_dbi(b"a", 0).unwrap();
+            t.put(a, b"k2", b"v2").unwrap();
+            t.put(a, b"k1", b"v1").unwrap();
+            t.put(b, b"d", b"1").unwrap();
+            t.put(b, b"d", b"2").unwrap();
+            t.put(i, &7u32.to_ne_bytes(), b"seven").unwrap();
+            t.commit().unwrap();
+        }
+        assert_eq!(env.info().unwrap().last_txn_id, 1);
+        // An empty write transaction does not advance the ID.
+        env.begin_rw().unwrap().commit().unwrap();
+        assert_eq!(env.info().unwrap().last_txn_id, 1);
+
+        let t = env.begin_ro().unwrap();
+        assert_eq!(t.id(), 1);
+        assert_eq!(
+            t.list_dbis().unwrap(),
+            [b"a".to_vec(), b"b".to_vec(), b"\xffraw".to_vec()]
+        );
+        let a = t.open_dbi(b"a").unwrap().unwrap();
+        let b = t.open_dbi(b"b").unwrap().unwrap();
+        let i = t.open_dbi(b"\xffraw").unwrap().unwrap();
+        assert!(t.open_dbi(b"missing").unwrap().is_none());
+        assert_eq!(t.dbi_flags(a).unwrap(), 0);
+        assert_eq!(t.dbi_flags(b).unwrap(), MDB_DUPSORT | MDB_DUPFIXED);
+        assert_eq!(t.dbi_flags(i).unwrap(), MDB_INTEGERKEY);
+        assert_eq!(t.get(a, b"k1").unwrap(), Some(&b"v1"[..]));
+        assert_eq!(t.get(a, b"nope").unwrap(), None);
+        let all: Vec<_> = t.cursor(a).unwrap().map(|r| r.unwrap()).collect();
+        assert_eq!(all, [(&b"k1"[..], &b"v1"[..]), (&b"k2"[..], &b"v2"[..])]);
+        let dups: Vec<_> = t.cursor(b).unwrap().map(|r| r.unwrap().1).collect();
+        assert_eq!(dups, [b"1", b"2"]);
+        let mut c = t.cursor(a).unwrap();
+        assert_eq!(c.set_range(b"k15").unwrap(), Some((&b"k2"[..], &b"v2"[..])));
+        assert_eq!(c.next_entry().unwrap(), None);
+        assert_eq!(t.dbi_stat(a).unwrap().entries, 2);
+        drop(c);
+        drop(t);
+
+        let mut t = env.begin_rw().unwrap();
+        assert!(t.del(a, b"k1").unwrap());
+        assert!(!t.del(a, b"k1").unwrap());
+        t.drop_dbi(b, true).unwrap();
+        t.commit().unwrap();
+        let t = env.begin_ro().unwrap();
+        assert_eq!(t.list_dbis().unwrap(), [b"a".to_vec(), b"\xffraw".to_vec()]);
+    }
+
+    #[test]
+    fn bad_input_is_an_error_not_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = Env::open(&dir.path().join("db"), &opts()).unwrap();
+        let mut t = env.begin_rw().unwrap();
+        assert!(t.create_dbi(b"odd", 0x8000).is_err());
+        assert!(matches!(
+            t.create_dbi(b"a\0b", 0),
+            Err(LmdbError::BadName { .. })
+        ));
+        let d = t.create_dbi(b"d", 0).unwrap();
+        assert!(matches!(
+            t.put(d, &[b'k'; 512], b"v"),
+            Err(LmdbError::BadKey { len: 512, .. })
+        ));
+        assert!(matches!(
+            t.put(d, b"", b"v"),
+            Err(LmdbError::BadKey { len: 0, .. })
+        ));
+        t.put(d, &[b'k'; 511], b"v").unwrap();
+        assert!(t.get(d, &[0; 600]).is_err());
+        // A tiny map fills up with a recognisable error.
+        let big = vec![7u8; 64 << 10];
+        let full = (0..100u32)
+            .find_map(|i| t.put(d, &i.to_be_bytes(), &big).err())
+            .unwrap();
+        assert!(full.is_map_full(), "{full}");
+    }
+
+    #[test]
+    fn one_env_per_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let a = Env::open(&path, &opts()).unwrap();
+        let b = Env::open(&dir.path().join(".").join("db"), &opts()).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        std::os::unix::fs::symlink(dir.path(), dir.path().join("link")).unwrap();
+        let c = Env::open(&dir.path().join("link/db"), &opts()).unwrap();
+        assert!(Arc::ptr_eq(&a, &c));
+        drop((a, b, c));
+        let d = Env::open(&path, &opts()).unwrap();
+        assert_eq!(d.info().unwrap().last_txn_id, 0);
+    }
+
+    #[test]
+    fn masks_and_layouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = EnvOptions {
+            file_mask: 0o600,
+            dir_mask: 0o700,
+            ..opts()
+        };
+        let path = dir.path().join("new/dir/db");
+        let _env = Env::open(&path, &o).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.path().join("new/dir")), 0o700 & !umask());
+        // A directory-style LMDB (data.mdb + lock.mdb inside `path`).
+        let sub = dir.path().join("subdir-env");
+        let env = Env::open(
+            &sub,
+            &EnvOptions {
+                create: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(sub.join("data.mdb").exists());
+        assert_eq!(env.info().unwrap().map_size, 1 << 30);
+        // Without create, a missing LMDB is an error naming the path.
+        let e = Env::open(&dir.path().join("absent/db"), &EnvOptions::default())
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("absent"), "{e}");
+    }
+
+    fn umask() -> u32 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Umask:"))
+            .map(|v| u32::from_str_radix(v.trim(), 8).unwrap())
+            .unwrap_or(0o022)
+    }
+}

@@ -803,3 +803,6 @@ impl Config {
         Ok(o)
     }
 }
+
+#[cfg(test)]
+mod tests;
