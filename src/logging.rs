@@ -198,7 +198,9 @@ impl Logger {
 
 impl Log for Logger {
     fn enabled(&self, metadata: &Metadata) -> bool {
-        metadata.level() <= self.opts.level
+        // Libraries' debug chatter (the HTTP client's per-request lines) is not for operators.
+        let ours = metadata.target().starts_with("lightningstream");
+        metadata.level() <= self.opts.level && (ours || metadata.level() <= Level::Warn)
     }
 
     fn log(&self, record: &Record) {

@@ -8,7 +8,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{ObjectInfo, Result, Storage, StorageError, copy_exact};
+use super::{ObjectInfo, ReadSeek, Result, Storage, StorageError, copy_exact};
 
 pub struct FsStorage {
     root: PathBuf,
@@ -102,7 +102,7 @@ impl Storage for FsStorage {
         Ok(Box::new(io::BufReader::with_capacity(256 * 1024, file)))
     }
 
-    fn put(&self, name: &str, body: &mut dyn Read, len: u64) -> Result<()> {
+    fn put(&self, name: &str, body: &mut dyn ReadSeek, len: u64) -> Result<()> {
         let path = self.path_of("put", name)?;
         // A per-writer temporary name: two processes storing the same name must not share one.
         let tmp = self.root.join(format!(
@@ -190,7 +190,7 @@ mod tests {
                 "get {bad:?} must look missing"
             );
             assert!(matches!(
-                s.put(bad, &mut &b"x"[..], 1),
+                s.put(bad, &mut crate::storage::tests::body(b"x"), 1),
                 Err(StorageError::InvalidName { .. })
             ));
             assert!(matches!(

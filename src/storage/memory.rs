@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::io::{Cursor, Read};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{ObjectInfo, Result, Storage, StorageError, copy_exact};
+use super::{ObjectInfo, ReadSeek, Result, Storage, StorageError, copy_exact};
 
 #[derive(Default)]
 pub struct MemoryStorage {
@@ -63,7 +63,7 @@ impl Storage for MemoryStorage {
         Ok(Box::new(SharedReader(Cursor::new(data))))
     }
 
-    fn put(&self, name: &str, body: &mut dyn Read, len: u64) -> Result<()> {
+    fn put(&self, name: &str, body: &mut dyn ReadSeek, len: u64) -> Result<()> {
         if name.is_empty() {
             return Err(StorageError::InvalidName {
                 name: String::new(),

@@ -5,6 +5,7 @@
 
 pub mod fs;
 pub mod memory;
+pub mod s3;
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -59,6 +60,10 @@ impl StorageError {
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 
+/// An upload body: uploads may need to read it twice (checksum, then send) or again on retry.
+pub trait ReadSeek: Read + Seek + Send {}
+impl<T: Read + Seek + Send> ReadSeek for T {}
+
 /// A blob store holding snapshot objects. Implementations are shared between threads.
 pub trait Storage: Send + Sync {
     /// Every object whose name starts with `prefix`, sorted by name (bytewise).
@@ -67,7 +72,7 @@ pub trait Storage: Send + Sync {
     fn get(&self, name: &str) -> Result<Box<dyn Read + Send + '_>>;
     /// Stores exactly `len` bytes read from `body` under `name`, replacing any existing object
     /// atomically: readers see the old or the new content, never a mix.
-    fn put(&self, name: &str, body: &mut dyn Read, len: u64) -> Result<()>;
+    fn put(&self, name: &str, body: &mut dyn ReadSeek, len: u64) -> Result<()>;
     /// Removes the object; a missing object is not an error.
     fn delete(&self, name: &str) -> Result<()>;
     /// Short backend name for logs (`fs`, `memory`, `s3`).
@@ -134,15 +139,19 @@ pub(crate) fn copy_exact(
 pub(crate) mod tests {
     use super::*;
 
+    pub(crate) fn body(b: &[u8]) -> std::io::Cursor<Vec<u8>> {
+        std::io::Cursor::new(b.to_vec())
+    }
+
     /// Behaviour every backend must share; each backend's tests call this.
     pub(crate) fn exercise_backend(s: &dyn Storage) {
         assert!(s.list("").unwrap().is_empty());
         let err = s.get("main__a__x").err().expect("missing object must fail");
         assert!(err.is_not_found(), "{err}");
 
-        s.put("main__b__2", &mut &b"bbbb"[..], 4).unwrap();
-        s.put("main__a__1", &mut &b"a"[..], 1).unwrap();
-        s.put("shard__a__1", &mut &b""[..], 0).unwrap();
+        s.put("main__b__2", &mut body(b"bbbb"), 4).unwrap();
+        s.put("main__a__1", &mut body(b"a"), 1).unwrap();
+        s.put("shard__a__1", &mut body(b""), 0).unwrap();
         let all: Vec<_> = s.list("").unwrap();
         let names: Vec<_> = all.iter().map(|o| o.name.as_str()).collect();
         assert_eq!(names, ["main__a__1", "main__b__2", "shard__a__1"]);
@@ -156,9 +165,9 @@ pub(crate) mod tests {
         assert_eq!(buf, b"bbbb");
 
         // Replace, then wrong lengths are refused and leave the old content.
-        s.put("main__b__2", &mut &b"cc"[..], 2).unwrap();
-        assert!(s.put("main__b__2", &mut &b"c"[..], 2).is_err());
-        assert!(s.put("main__b__2", &mut &b"ccc"[..], 2).is_err());
+        s.put("main__b__2", &mut body(b"cc"), 2).unwrap();
+        assert!(s.put("main__b__2", &mut body(b"c"), 2).is_err());
+        assert!(s.put("main__b__2", &mut body(b"ccc"), 2).is_err());
         buf.clear();
         s.get("main__b__2").unwrap().read_to_end(&mut buf).unwrap();
         assert_eq!(buf, b"cc");

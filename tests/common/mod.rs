@@ -33,6 +33,15 @@ pub type Dump = BTreeMap<(Vec<u8>, Vec<u8>), Entry>;
 impl Instance {
     /// An instance whose LMDB lives in `dir/<name>/db.lmdb` and whose bucket is `bucket`.
     pub fn new(dir: &Path, name: &str, bucket: &Path, poll: &str) -> Instance {
+        let storage = format!(
+            "storage:\n  type: fs\n  options:\n    root_path: {}\n",
+            bucket.display()
+        );
+        Self::with_storage(dir, name, &storage, poll)
+    }
+
+    /// An instance with the given `storage:` section (YAML text).
+    pub fn with_storage(dir: &Path, name: &str, storage: &str, poll: &str) -> Instance {
         let home = dir.join(name);
         std::fs::create_dir_all(&home).unwrap();
         let db = home.join("db.lmdb");
@@ -43,11 +52,10 @@ impl Instance {
                 "instance: {name}\n\
                  lmdbs:\n  main:\n    path: {db}\n    schema_tracks_changes: true\n    \
                  options: {{no_subdir: true, create: true, map_size: 64MB}}\n\
-                 storage:\n  type: fs\n  options:\n    root_path: {bucket}\n\
+                 {storage}\
                  lmdb_poll_interval: {poll}\nstorage_poll_interval: {poll}\n\
                  log: {{level: debug, format: logfmt, timestamp: disable}}\n",
                 db = db.display(),
-                bucket = bucket.display()
             ),
         )
         .unwrap();
