@@ -6,7 +6,7 @@
 //! skipped at every level, and lengths are 64-bit, so DBI messages over 2 GiB are fine. Memory
 //! use is bounded by the largest single entry, which is capped.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::ops::Range;
 
 use flate2::read::MultiGzDecoder;
@@ -144,14 +144,15 @@ impl<R: Read> Decoder<R> {
             .ok_or_else(|| pb_err(at, offset, "unexpected end of data"))
     }
 
-    /// Reads `n` bytes into `buf`, growing it only as data actually arrives.
-    fn read_into_buf(&mut self, n: u64, at: &'static str) -> Result<(), DecodeError> {
+    /// Copies exactly `n` bytes of the stream to `out`, failing when the stream ends early.
+    fn copy_exact(
+        &mut self,
+        n: u64,
+        at: &'static str,
+        out: &mut impl Write,
+    ) -> Result<(), DecodeError> {
         let offset = self.pos;
-        self.buf.clear();
-        let got = (&mut self.r)
-            .take(n)
-            .read_to_end(&mut self.buf)
-            .map_err(gzip_err)? as u64;
+        let got = std::io::copy(&mut (&mut self.r).take(n), out).map_err(gzip_err)?;
         self.pos += got;
         if got != n {
             return Err(pb_err(
@@ -163,19 +164,18 @@ impl<R: Read> Decoder<R> {
         Ok(())
     }
 
+    /// Reads `n` bytes into `buf`, growing it only as data actually arrives (a hostile length
+    /// claims memory only as far as the data really goes).
+    fn read_into_buf(&mut self, n: u64, at: &'static str) -> Result<(), DecodeError> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        let r = self.copy_exact(n, at, &mut buf);
+        self.buf = buf;
+        r
+    }
+
     fn skip(&mut self, n: u64, at: &'static str) -> Result<(), DecodeError> {
-        let offset = self.pos;
-        let got =
-            std::io::copy(&mut (&mut self.r).take(n), &mut std::io::sink()).map_err(gzip_err)?;
-        self.pos += got;
-        if got != n {
-            return Err(pb_err(
-                at,
-                offset,
-                format!("{n}-byte field truncated after {got} bytes"),
-            ));
-        }
-        Ok(())
+        self.copy_exact(n, at, &mut std::io::sink())
     }
 
     fn skip_field(&mut self, wire_type: u8, at: &'static str) -> Result<(), DecodeError> {

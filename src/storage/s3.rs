@@ -229,6 +229,17 @@ fn tls_config(o: &crate::config::TlsOptions) -> io::Result<TlsConfig> {
         .build())
 }
 
+/// The body of a small response (XML), at most `limit` bytes.
+fn body_text(resp: Response<ureq::Body>, limit: u64) -> io::Result<String> {
+    let mut text = String::new();
+    resp.into_body()
+        .into_with_config()
+        .limit(limit)
+        .reader()
+        .read_to_string(&mut text)?;
+    Ok(text)
+}
+
 /// What one attempt of a request produced.
 enum Outcome {
     Done(Response<ureq::Body>),
@@ -321,13 +332,7 @@ impl S3Storage {
         resp: Response<ureq::Body>,
     ) -> StorageError {
         let status = resp.status().as_u16();
-        let mut body = String::new();
-        let _ = resp
-            .into_body()
-            .into_with_config()
-            .limit(64 << 10)
-            .reader()
-            .read_to_string(&mut body);
+        let body = body_text(resp, 64 << 10).unwrap_or_default();
         let (code, msg) = parse_error_xml(&body);
         if status == 404 && (code.is_empty() || code == "NoSuchKey") && op == "get" {
             return StorageError::NotFound {
@@ -470,13 +475,7 @@ impl S3Storage {
                 }
                 self.agent.get(a.sign(SIGN_FOR).as_str()).call()
             })?;
-            let mut body = String::new();
-            resp.into_body()
-                .into_with_config()
-                .limit(64 << 20)
-                .reader()
-                .read_to_string(&mut body)
-                .map_err(|e| StorageError::io("list", &full, e))?;
+            let body = body_text(resp, 64 << 20).map_err(|e| StorageError::io("list", &full, e))?;
             let page = ListObjectsV2::parse_response(&body)
                 .map_err(|e| self.error("list", &full, format!("unreadable listing: {e}")))?;
             for o in page.contents {
@@ -571,12 +570,7 @@ impl S3Storage {
                 .header("Content-Length", "0")
                 .send_empty()
         })?;
-        let mut text = String::new();
-        resp.into_body()
-            .into_reader()
-            .take(1 << 20)
-            .read_to_string(&mut text)
-            .map_err(|e| StorageError::io("store", name, e))?;
+        let text = body_text(resp, 1 << 20).map_err(|e| StorageError::io("store", name, e))?;
         let upload_id = CreateMultipartUpload::parse_response(&text)
             .map_err(|e| self.error("store", name, format!("multipart upload not created: {e}")))?
             .upload_id()
@@ -645,12 +639,7 @@ impl S3Storage {
             let xml = a.body();
             self.agent.post(url.as_str()).send(xml.as_bytes())
         })?;
-        let mut text = String::new();
-        resp.into_body()
-            .into_reader()
-            .take(1 << 20)
-            .read_to_string(&mut text)
-            .map_err(|e| StorageError::io("store", name, e))?;
+        let text = body_text(resp, 1 << 20).map_err(|e| StorageError::io("store", name, e))?;
         // S3 may report a failed completion inside a 200 response.
         let (code, msg) = parse_error_xml(&text);
         if !code.is_empty() {
