@@ -422,12 +422,7 @@ impl S3Storage {
             if resp.status().as_u16() != 409 {
                 return Ok(());
             }
-            let mut body = String::new();
-            let _ = resp
-                .into_body()
-                .into_reader()
-                .take(64 << 10)
-                .read_to_string(&mut body);
+            let body = body_text(resp, 64 << 10).unwrap_or_default();
             let (code, msg) = parse_error_xml(&body);
             if code == "BucketAlreadyOwnedByYou" {
                 return Ok(());
