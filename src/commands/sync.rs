@@ -40,9 +40,11 @@ fn run(
     only_db: &[String],
 ) -> anyhow::Result<()> {
     let instance = super::instance_name(cfg)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    install_signal_handlers(&stop)?;
     let storage = super::open_storage(cfg)?;
     if let Some(m) = marker {
-        wait_for_marker(cfg, storage.as_ref(), m);
+        wait_for_marker(cfg, storage.as_ref(), m, &stop);
     }
     let opts = SyncOptions {
         only_once,
@@ -57,8 +59,9 @@ fn run(
             .sweeper
             .enabled
             .then(|| cfg.sweeper.retention_duration_minus_cutoff_ns()),
+        downloaders: usize::try_from(cfg.memory_downloaded_snapshots).unwrap_or(1),
+        waiting_snapshots: usize::try_from(cfg.memory_decompressed_snapshots).unwrap_or(1),
     };
-    let stop = Arc::new(AtomicBool::new(false));
     let mut syncers = Vec::new();
     for (name, l) in &cfg.lmdbs {
         if !only_db.is_empty() && !only_db.contains(name) {
@@ -122,13 +125,56 @@ fn run(
     }
     match first_err {
         Some(e) => Err(e).context("sync failed"),
-        None => Ok(()),
+        None => {
+            if stop.load(Ordering::Relaxed) {
+                log::info!("Stopped");
+            }
+            Ok(())
+        }
     }
 }
 
+/// SIGTERM and SIGINT ask every syncer to stop after its current step (a merge transaction
+/// is finished or aborted, never left half-done) and the process exits 0; a second one exits
+/// at once with status 1. SIGHUP (a reload request under systemd) is logged and ignored:
+/// configuration changes need a restart, and a stray reload must not stop syncing.
+fn install_signal_handlers(stop: &Arc<AtomicBool>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    for sig in [SIGTERM, SIGINT] {
+        signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone())
+            .context("installing signal handlers")?;
+        signal_hook::flag::register(sig, stop.clone()).context("installing signal handlers")?;
+    }
+    let hup = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(SIGHUP, hup.clone()).context("installing signal handlers")?;
+    let stop = stop.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut announced = false;
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if hup.swap(false, Ordering::Relaxed) {
+                    log::warn!("SIGHUP received and ignored: configuration reload is not supported, restart to apply changes");
+                }
+                if stop.load(Ordering::Relaxed) && !announced {
+                    log::info!("Signal received, stopping (send it again to exit immediately)");
+                    announced = true;
+                }
+            }
+        })
+        .context("starting the signal thread")?;
+    Ok(())
+}
+
 /// `--wait-for-marker-file`: poll until the object exists; its content does not matter.
-fn wait_for_marker(cfg: &Config, storage: &dyn crate::storage::Storage, name: &str) {
-    loop {
+fn wait_for_marker(
+    cfg: &Config,
+    storage: &dyn crate::storage::Storage,
+    name: &str,
+    stop: &AtomicBool,
+) {
+    while !stop.load(Ordering::Relaxed) {
         match storage.get(name) {
             Ok(_) => {
                 log::info!("marker file '{name}' found, proceeding");
@@ -139,6 +185,6 @@ fn wait_for_marker(cfg: &Config, storage: &dyn crate::storage::Storage, name: &s
                 log::error!(error = e.to_string(); "unable to check storage for marker file");
             }
         }
-        std::thread::sleep(cfg.storage_poll_interval.as_std());
+        crate::syncer::receiver::sleep_unless_stopped(stop, cfg.storage_poll_interval.as_std());
     }
 }

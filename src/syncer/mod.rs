@@ -1,16 +1,19 @@
 //! One syncer per configured LMDB (upstream `syncer/`): the start-up sequence and main loop of
-//! spec/sync-loop.md §2–§4 — list the bucket, merge every other instance's latest snapshot (and
-//! our own once at start-up), and store a new snapshot whenever the LMDB's last transaction ID
-//! moves past what our last snapshot or merge covered. This version runs the loop on the calling
-//! thread; `--only-once` returns after the first complete pass.
+//! spec/sync-loop.md §2–§4. The syncer thread owns every LMDB write: it merges other instances'
+//! latest snapshots (and our own once, at start-up) as the downloaders deliver them, and stores
+//! a new snapshot whenever the LMDB's last transaction ID moves past what our last snapshot or
+//! merge covered. Listing, downloading and polling run on background threads (`receiver`) that
+//! talk to it over one `mpsc` channel. `--only-once` returns after the first complete pass.
 
 pub mod load;
+pub mod receiver;
 pub mod send;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufWriter, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{RecvTimeoutError, Sender};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
@@ -21,7 +24,11 @@ use crate::snapshot::Meta;
 use crate::snapshot::encode::GzipWriter;
 use crate::snapshot::name::SnapshotName;
 use crate::storage::{Storage, put_file};
-use load::FetchError;
+use load::{FetchError, Fetched};
+use receiver::{Background, Gate, Listing, Msg, Permit, list_snapshots, sleep_unless_stopped};
+
+/// At most this many snapshots are merged in a row while local changes wait to be snapshotted.
+const MAX_CONSECUTIVE_LOADS: usize = 10;
 
 /// Settings of a syncer that come from the configuration and the command line.
 #[derive(Clone, Debug)]
@@ -38,6 +45,10 @@ pub struct SyncOptions {
     pub force_snapshot_interval: Duration,
     /// `RetentionDurationMinusCutoff` in ns when the sweeper is enabled (merge.md §2.1).
     pub tombstone_cutoff_ns: Option<i64>,
+    /// Concurrent downloads (`memory_downloaded_snapshots`).
+    pub downloaders: usize,
+    /// Validated snapshots that may wait for a merge (`memory_decompressed_snapshots`).
+    pub waiting_snapshots: usize,
 }
 
 pub struct Syncer {
@@ -48,15 +59,20 @@ pub struct Syncer {
     hostname: String,
     opts: SyncOptions,
     load_opts: LoadOptions,
+    /// Process-wide: set by signals or by a failing sibling syncer.
     stop: Arc<AtomicBool>,
 
     last_synced_txn_id: u64,
     /// Valid snapshot names per instance from the last listing, oldest first, corrupt ones removed.
-    listing: BTreeMap<String, Vec<String>>,
+    listing: Listing,
+    /// Per instance, the snapshot handed to the downloaders last.
+    requested: BTreeMap<String, String>,
     /// Per instance, the snapshot last merged (or given up on).
     processed: BTreeMap<String, String>,
     corrupt: BTreeSet<String>,
-    retry_after: BTreeMap<String, Instant>,
+    retry_at: BTreeMap<String, Instant>,
+    /// Validated snapshots waiting to be merged, the latest per instance.
+    pending: BTreeMap<String, (String, Fetched, Permit)>,
     waiting: BTreeSet<String>,
 }
 
@@ -72,6 +88,12 @@ pub fn now_ns() -> i64 {
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim_end_matches('\n').to_string())
+        .unwrap_or_default()
+}
+
+fn shorthash(name: &str) -> String {
+    SnapshotName::parse(name)
+        .map(|n| n.shorthash())
         .unwrap_or_default()
 }
 
@@ -95,74 +117,18 @@ impl Syncer {
             load_opts,
             stop,
             last_synced_txn_id: 0,
-            listing: BTreeMap::new(),
+            listing: Listing::new(),
+            requested: BTreeMap::new(),
             processed: BTreeMap::new(),
             corrupt: BTreeSet::new(),
-            retry_after: BTreeMap::new(),
+            retry_at: BTreeMap::new(),
+            pending: BTreeMap::new(),
             waiting: BTreeSet::new(),
         }
     }
 
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
-    }
-
-    /// Sleeps up to `d`, waking early when asked to stop.
-    fn sleep(&self, d: Duration) {
-        let end = Instant::now() + d;
-        while !self.stopped() {
-            let left = end.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            std::thread::sleep(left.min(Duration::from_millis(50)));
-        }
-    }
-
-    /// Lists `<db>__` objects and groups the valid snapshot names by instance.
-    fn refresh_listing(&mut self) -> anyhow::Result<()> {
-        let prefix = format!("{}__", self.db);
-        let objects = self
-            .storage
-            .list(&prefix)
-            .with_context(|| format!("listing {prefix}*"))?;
-        let mut listing: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for o in objects {
-            if self.corrupt.contains(&o.name) {
-                continue;
-            }
-            match SnapshotName::parse(&o.name) {
-                Ok(n) => listing.entry(n.instance).or_default().push(o.name),
-                Err(e) => {
-                    log::debug!(db = self.db, filename = o.name, error = e.to_string(); "Skipping invalid filename")
-                }
-            }
-        }
-        // Storage lists in name order, which is time order within one instance.
-        for names in listing.values_mut() {
-            names.sort();
-        }
-        self.listing = listing;
-        Ok(())
-    }
-
-    /// Instances whose latest snapshot has not been merged yet (our own only when `own`).
-    fn pending(&self, own: bool) -> Vec<(String, String)> {
-        let now = Instant::now();
-        self.listing
-            .iter()
-            .filter(|(inst, _)| own || **inst != self.instance)
-            .filter_map(|(inst, names)| {
-                let latest = names.last()?;
-                if self.processed.get(inst) == Some(latest) {
-                    return None;
-                }
-                if self.retry_after.get(inst).is_some_and(|t| *t > now) {
-                    return None;
-                }
-                Some((inst.clone(), latest.clone()))
-            })
-            .collect()
     }
 
     fn deleted_cutoff(&self) -> u64 {
@@ -172,68 +138,146 @@ impl Syncer {
         }
     }
 
-    /// Merges the latest snapshot of `instance`, falling back to its older snapshots when the
-    /// latest is corrupt. Returns whether a snapshot was merged and whether local changes were
-    /// pending when it was.
-    fn load_instance(&mut self, instance: &str) -> anyhow::Result<Option<bool>> {
-        loop {
-            let Some(name) = self.listing.get(instance).and_then(|v| v.last()).cloned() else {
-                if self.waiting.remove(instance) {
-                    log::info!(db = self.db, cleaned_instance = instance; "No longer waiting for instance, because its snapshots disappeared");
+    /// Takes a new listing: corrupt names stay out, vanished instances are no longer waited for.
+    fn set_listing(&mut self, mut listing: Listing) {
+        for names in listing.values_mut() {
+            names.retain(|n| !self.corrupt.contains(n));
+        }
+        listing.retain(|_, names| !names.is_empty());
+        self.listing = listing;
+        let gone: Vec<String> = self
+            .waiting
+            .iter()
+            .filter(|i| !self.listing.contains_key(*i))
+            .cloned()
+            .collect();
+        for g in gone {
+            self.waiting.remove(&g);
+            log::info!(db = self.db, cleaned_instance = g; "No longer waiting for instance, because its snapshots disappeared");
+        }
+    }
+
+    /// Hands every instance's latest snapshot that is not merged, pending or in flight to the
+    /// downloaders. Our own snapshots only while we still wait for our own (start-up).
+    fn request_downloads(&mut self, jobs: &Sender<(String, String)>) {
+        let now = Instant::now();
+        let own_allowed = self.waiting.contains(&self.instance);
+        for (inst, names) in &self.listing {
+            let Some(latest) = names.last() else { continue };
+            if (*inst == self.instance && !own_allowed)
+                || self.processed.get(inst) == Some(latest)
+                || self.requested.get(inst) == Some(latest)
+                || self.pending.get(inst).is_some_and(|p| p.0 == *latest)
+                || self.retry_at.get(inst).is_some_and(|t| *t > now)
+            {
+                continue;
+            }
+            log::debug!(db = self.db, snapshot_instance = inst, filename = latest; "New snapshot detected");
+            self.retry_at.remove(inst);
+            self.requested.insert(inst.clone(), latest.clone());
+            let _ = jobs.send((inst.clone(), latest.clone()));
+        }
+    }
+
+    /// A snapshot that cannot be merged: never again, and the instance's previous one is next.
+    fn mark_corrupt(&mut self, instance: &str, name: &str, reason: &str) {
+        log::warn!(db = self.db, filename = name, error = reason; "Snapshot marked as corrupt and will be ignored");
+        self.corrupt.insert(name.to_string());
+        self.requested.remove(instance);
+        let listing = std::mem::take(&mut self.listing);
+        self.set_listing(listing);
+    }
+
+    fn handle(&mut self, msg: Msg, jobs: &Sender<(String, String)>) {
+        match msg {
+            Msg::Listing(Ok(l)) => self.set_listing(l),
+            Msg::Listing(Err(e)) => {
+                log::error!(db = self.db, error = format!("{e:#}"); "Fetch error");
+                return;
+            }
+            Msg::Fetched {
+                instance,
+                name,
+                result: Ok(boxed),
+            } => {
+                let (fetched, permit) = *boxed;
+                self.requested.remove(&instance);
+                let newer = self.processed.get(&instance).is_none_or(|p| *p < name)
+                    && self.pending.get(&instance).is_none_or(|p| p.0 < name);
+                if newer {
+                    // Replacing an older pending snapshot drops it and its permit.
+                    self.pending.insert(instance, (name, fetched, permit));
                 }
-                return Ok(None);
+            }
+            Msg::Fetched {
+                instance,
+                name,
+                result: Err(FetchError::Corrupt { reason, .. }),
+            } => self.mark_corrupt(&instance, &name, &reason),
+            Msg::Fetched {
+                instance,
+                name,
+                result: Err(e),
+            } => {
+                log::warn!(db = self.db, filename = name, error = e.to_string(); "Load error");
+                self.requested.remove(&instance);
+                self.retry_at
+                    .insert(instance, Instant::now() + self.opts.storage_retry_interval);
+            }
+            Msg::LocalTxn(_) => return,
+        }
+        self.request_downloads(jobs);
+    }
+
+    /// Merges the pending snapshots (upstream main loop step (a)).
+    fn apply_pending(&mut self, jobs: &Sender<(String, String)>) -> anyhow::Result<()> {
+        let mut loads = 0;
+        let instances: Vec<String> = self.pending.keys().cloned().collect();
+        for instance in instances {
+            if self.stopped() {
+                break;
+            }
+            let Some((name, fetched, permit)) = self.pending.remove(&instance) else {
+                continue;
             };
             if instance == self.instance {
                 log::info!(db = self.db, snapshot_instance = instance; "Loading update for own instance");
             } else {
                 log::debug!(db = self.db, snapshot_instance = instance; "Loading update");
             }
+            let mut opts = self.load_opts.clone();
+            opts.deleted_cutoff = self.deleted_cutoff();
+            let size = fetched.compressed_size;
             let t0 = Instant::now();
-            let fetched = load::fetch(self.storage.as_ref(), &name).and_then(|f| {
-                log::info!(db = self.db, snapshot_instance = instance,
-                    timestamp = f.index.meta.timestamp_nano, shorthash = shorthash(&name),
-                    time_load_storage = format!("{:?}", f.time_load_storage),
-                    time_load_total = format!("{:?}", t0.elapsed()); "Snapshot downloaded");
-                let mut opts = self.load_opts.clone();
-                opts.deleted_cutoff = self.deleted_cutoff();
-                let size = f.compressed_size;
-                load::merge(&self.env, f, self.last_synced_txn_id, &opts).map(|m| (m, size))
-            });
-            match fetched {
-                Ok((merged, size)) => {
+            let merged = load::merge(&self.env, fetched, self.last_synced_txn_id, &opts);
+            drop(permit);
+            match merged {
+                Ok(m) => {
                     log::info!(db = self.db, snapshot_instance = instance, shorthash = shorthash(&name),
-                        txnID = merged.txn_id, time_total = format!("{:?}", t0.elapsed()),
-                        time_write_lock = format!("{:?}", merged.time_write_lock),
-                        entries = merged.stats.entries, written = merged.stats.written,
+                        txnID = m.txn_id, time_total = format!("{:?}", t0.elapsed()),
+                        time_write_lock = format!("{:?}", m.time_write_lock),
+                        entries = m.stats.entries, written = m.stats.written,
                         compressed_size_bytes = size, kind = "snapshot"; "Loaded remote update");
-                    self.processed.insert(instance.to_string(), name);
-                    self.retry_after.remove(instance);
-                    if self.waiting.remove(instance) {
+                    self.processed.insert(instance.clone(), name);
+                    if self.waiting.remove(&instance) {
                         log::info!(db = self.db, other_instance = instance; "No longer waiting for instance");
                     }
-                    if !merged.local_changed {
-                        self.last_synced_txn_id = merged.txn_id;
+                    if !m.local_changed {
+                        self.last_synced_txn_id = m.txn_id;
                     }
-                    return Ok(Some(merged.local_changed));
-                }
-                Err(FetchError::Corrupt { name, reason }) => {
-                    log::warn!(db = self.db, filename = name, error = reason; "Snapshot marked as corrupt and will be ignored");
-                    self.corrupt.insert(name.clone());
-                    if let Some(v) = self.listing.get_mut(instance) {
-                        v.retain(|n| *n != name);
+                    loads += 1;
+                    if m.local_changed && loads >= MAX_CONSECUTIVE_LOADS {
+                        break;
                     }
                 }
-                Err(FetchError::Storage(e)) => {
-                    log::warn!(db = self.db, filename = name, error = e.to_string(); "Load error");
-                    self.retry_after.insert(
-                        instance.to_string(),
-                        Instant::now() + self.opts.storage_retry_interval,
-                    );
-                    return Ok(None);
+                Err(FetchError::Corrupt { reason, .. }) => {
+                    self.mark_corrupt(&instance, &name, &reason);
+                    self.request_downloads(jobs);
                 }
                 Err(e) => return Err(e.into()),
             }
         }
+        Ok(())
     }
 
     /// Creates and stores a snapshot; returns the LMDB txn ID it covers (upstream `SendOnce`).
@@ -298,8 +342,7 @@ impl Syncer {
                         bail!("storing snapshot {name}: {e}");
                     }
                     log::warn!(db = self.db, error = e.to_string(); "Store failed, retrying");
-                    self.sleep(self.opts.storage_retry_interval);
-                    if self.stopped() {
+                    if !sleep_unless_stopped(&self.stop, self.opts.storage_retry_interval) {
                         bail!("stopped while storing snapshot {name}: {e}");
                     }
                 }
@@ -314,15 +357,20 @@ impl Syncer {
         log::info!(db = self.db; "schema_tracks_changes enabled");
         log::info!(db = self.db, instance = self.instance; "Initialised syncer");
 
-        while let Err(e) = self.refresh_listing() {
-            log::info!(db = self.db, error = format!("{e:#}"); "Waiting for initial receiver listing");
-            self.sleep(Duration::from_secs(1));
-            if self.stopped() {
-                return Ok(());
+        let listing = loop {
+            match list_snapshots(self.storage.as_ref(), &self.db) {
+                Ok(l) => break l,
+                Err(e) => {
+                    log::info!(db = self.db, error = format!("{e:#}"); "Waiting for initial receiver listing");
+                    if !sleep_unless_stopped(&self.stop, Duration::from_secs(1)) {
+                        return Ok(());
+                    }
+                }
             }
-        }
-        let has_snapshots = !self.listing.is_empty();
-        self.waiting = self.listing.keys().cloned().collect();
+        };
+        let has_snapshots = !listing.is_empty();
+        self.waiting = listing.keys().cloned().collect();
+        self.set_listing(listing);
         if self.waiting.contains(&self.instance) {
             log::info!(db = self.db; "This instance has existing snapshots that must be loaded before we create new snapshots");
         }
@@ -330,37 +378,83 @@ impl Syncer {
             log::info!(db = self.db; "Performing initial snapshot, because none exists yet");
             self.last_synced_txn_id = self.send_once()?;
         }
-        let mut last_snapshot = Instant::now();
-        let mut last_list = Instant::now();
-        let mut own_pending = true;
-        let mut warned_empty = false;
 
+        // The background threads stop when this syncer ends, whatever the reason.
+        let local_stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let bg = Background::start(
+            &self.db,
+            self.storage.clone(),
+            self.env.clone(),
+            tx,
+            local_stop.clone(),
+            self.opts.downloaders,
+            Gate::new(self.opts.waiting_snapshots),
+            self.opts.storage_poll_interval,
+            self.opts.lmdb_poll_interval,
+        );
+        let result = match bg.jobs.clone() {
+            Some(jobs) => self.main_loop(&rx, &jobs, has_data_at_start),
+            None => Ok(()),
+        };
+        local_stop.store(true, Ordering::Relaxed);
+        // Pending snapshots hold permits the downloaders may wait for.
+        self.pending.clear();
+        drop(rx);
+        bg.join();
+        result
+    }
+
+    fn main_loop(
+        &mut self,
+        rx: &std::sync::mpsc::Receiver<Msg>,
+        jobs: &Sender<(String, String)>,
+        has_data_at_start: bool,
+    ) -> anyhow::Result<()> {
+        self.request_downloads(jobs);
+        let poll = self.opts.lmdb_poll_interval;
+        let mut last_snapshot = Instant::now();
+        let mut next_local_check = Instant::now();
+        let mut warned_empty = false;
+        let mut last_waiting_log = Instant::now();
         loop {
-            // (a) merge what is new, our own old snapshot only at start-up
-            let mut loads = 0;
-            for (instance, _) in self.pending(own_pending) {
-                if let Some(local_changed) = self.load_instance(&instance)? {
-                    loads += 1;
-                    if local_changed && loads >= 10 {
-                        break;
-                    }
-                }
+            // Wait for news, at most until the next local check is due.
+            let wait = next_local_check.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait.min(Duration::from_millis(250))) {
+                Ok(m) => self.handle(m, jobs),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => bail!("syncer background threads ended"),
             }
-            own_pending = self.waiting.contains(&self.instance);
-            if !self.waiting.is_empty() {
+            while let Ok(m) = rx.try_recv() {
+                self.handle(m, jobs);
+            }
+            if self.stopped() {
+                return Ok(());
+            }
+            // Downloads that failed are asked for again once their retry time has come.
+            if self.retry_at.values().any(|t| *t <= Instant::now()) {
+                self.request_downloads(jobs);
+            }
+            self.apply_pending(jobs)?;
+            if self.stopped() {
+                return Ok(());
+            }
+            if Instant::now() < next_local_check {
+                continue;
+            }
+            next_local_check = Instant::now() + poll;
+
+            if !self.waiting.is_empty() && last_waiting_log.elapsed() >= Duration::from_secs(1) {
                 let still: Vec<_> = self.waiting.iter().cloned().collect();
                 log::info!(db = self.db, instances = still.join(" "); "Still waiting for snapshots from instances");
+                last_waiting_log = Instant::now();
             }
-
-            // (c) forced snapshot
-            let force = &self.opts.force_snapshot_interval;
+            let force = self.opts.force_snapshot_interval;
             let overdue =
-                !self.opts.receive_only && !force.is_zero() && last_snapshot.elapsed() > *force;
+                !self.opts.receive_only && !force.is_zero() && last_snapshot.elapsed() > force;
             if overdue {
                 log::info!(db = self.db, last_snapshot_time_passed = format!("{:?}", last_snapshot.elapsed()); "Snapshot overdue, forcing one");
             }
-
-            // (d) local changes
             let last_txn_id = self.env.info().context("reading LMDB info")?.last_txn_id;
             if last_txn_id > self.last_synced_txn_id || overdue {
                 if self.waiting.contains(&self.instance) {
@@ -376,43 +470,10 @@ impl Syncer {
                     }
                 }
             }
-
-            // (e) exit rule
             if self.opts.only_once && self.waiting.is_empty() {
                 log::info!(db = self.db; "Stopping, because requested to only do a single pass");
                 return Ok(());
             }
-            if self.stopped() {
-                return Ok(());
-            }
-            self.sleep(self.opts.lmdb_poll_interval);
-            if self.stopped() {
-                return Ok(());
-            }
-            let retry_due = !self.retry_after.is_empty();
-            if last_list.elapsed() >= self.opts.storage_poll_interval || retry_due {
-                if let Err(e) = self.refresh_listing() {
-                    log::error!(db = self.db, error = format!("{e:#}"); "Fetch error");
-                }
-                last_list = Instant::now();
-                // Instances whose snapshots all disappeared are no longer waited for.
-                let gone: Vec<_> = self
-                    .waiting
-                    .iter()
-                    .filter(|i| !self.listing.contains_key(*i))
-                    .cloned()
-                    .collect();
-                for g in gone {
-                    self.waiting.remove(&g);
-                    log::info!(db = self.db, cleaned_instance = g; "No longer waiting for instance, because its snapshots disappeared");
-                }
-            }
         }
     }
-}
-
-fn shorthash(name: &str) -> String {
-    SnapshotName::parse(name)
-        .map(|n| n.shorthash())
-        .unwrap_or_default()
 }
