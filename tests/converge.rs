@@ -161,3 +161,59 @@ fn two_daemons_propagate_changes_both_ways() {
         a.dump() == b.dump()
     });
 }
+
+/// PowerDNS layout: two LMDBs (`main` and `shard`) per instance, each with its own syncer and
+/// its own objects in the bucket, syncing independently.
+#[test]
+fn two_lmdbs_per_instance_sync_independently() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let mk = |name: &str| {
+        let home = dir.path().join(name);
+        std::fs::create_dir_all(&home).unwrap();
+        let cfg = home.join("ls.yaml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "instance: {name}\nlmdbs:\n  main:\n    path: {h}/pdns.lmdb\n    schema_tracks_changes: true\n    \
+                 options: {{no_subdir: true, create: true}}\n  shard:\n    path: {h}/pdns.lmdb-0\n    \
+                 schema_tracks_changes: true\n    options: {{no_subdir: true, create: true}}\n\
+                 storage:\n  type: fs\n  options:\n    root_path: {b}\nlmdb_poll_interval: 100ms\n\
+                 storage_poll_interval: 100ms\n",
+                h = home.display(),
+                b = bucket.display()
+            ),
+        )
+        .unwrap();
+        (home, cfg)
+    };
+    let (ha, ca) = mk("a");
+    let (hb, cb) = mk("b");
+    let main_a = Instance::from_parts("a", ha.join("pdns.lmdb"), ca.clone());
+    let shard_a = Instance::from_parts("a", ha.join("pdns.lmdb-0"), ca);
+    let main_b = Instance::from_parts("b", hb.join("pdns.lmdb"), cb.clone());
+    let shard_b = Instance::from_parts("b", hb.join("pdns.lmdb-0"), cb);
+    main_a.write("domains", &[("example.org", Some("1"), 10)]);
+    shard_a.write("records", &[("www", Some("192.0.2.1"), 10)]);
+    shard_b.write("records", &[("mail", Some("192.0.2.2"), 10)]);
+    for i in [&main_a, &main_b, &main_a] {
+        i.sync_once();
+    }
+    assert_eq!(main_a.dump(), main_b.dump());
+    assert_eq!(shard_a.dump(), shard_b.dump());
+    assert_eq!(shard_b.dump().len(), 2);
+    assert!(main_b.dump().contains_key(&key("domains", "example.org")));
+    let mut objects: Vec<String> = std::fs::read_dir(&bucket)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    objects.sort();
+    assert!(objects.iter().any(|o| o.starts_with("main__a__")));
+    assert!(objects.iter().any(|o| o.starts_with("shard__b__")));
+    // `--only-db` limits a run to the named LMDBs
+    shard_a.write("records", &[("ftp", Some("192.0.2.3"), 20)]);
+    let out = main_a.command(&["sync", "--only-once", "--only-db", "main"]).output().unwrap();
+    assert!(out.status.success());
+    main_b.sync_once();
+    assert!(!shard_b.dump().contains_key(&key("records", "ftp")));
+}

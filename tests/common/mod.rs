@@ -66,6 +66,15 @@ impl Instance {
         }
     }
 
+    /// An instance view of one LMDB of a config written by the caller.
+    pub fn from_parts(name: &str, db: PathBuf, config: PathBuf) -> Instance {
+        Instance {
+            name: name.to_string(),
+            db,
+            config,
+        }
+    }
+
     fn env(&self) -> std::sync::Arc<Env> {
         Env::open(
             &self.db,
