@@ -212,7 +212,10 @@ fn two_lmdbs_per_instance_sync_independently() {
     assert!(objects.iter().any(|o| o.starts_with("shard__b__")));
     // `--only-db` limits a run to the named LMDBs
     shard_a.write("records", &[("ftp", Some("192.0.2.3"), 20)]);
-    let out = main_a.command(&["sync", "--only-once", "--only-db", "main"]).output().unwrap();
+    let out = main_a
+        .command(&["sync", "--only-once", "--only-db", "main"])
+        .output()
+        .unwrap();
     assert!(out.status.success());
     main_b.sync_once();
     assert!(!shard_b.dump().contains_key(&key("records", "ftp")));
