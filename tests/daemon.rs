@@ -200,3 +200,39 @@ fn send_signal(pid: u32, sig: &str) {
         .success();
     assert!(ok);
 }
+
+#[test]
+fn wait_for_marker_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    std::fs::create_dir_all(&bucket).unwrap();
+    let a = Instance::new(dir.path(), "a", &bucket, "100ms");
+    a.write("records", &[("k", Some("v"), 10)]);
+    let log = std::fs::File::create(dir.path().join("a.log")).unwrap();
+    let _d = Daemon(
+        a.command(&["sync", "--wait-for-marker-file", "go-ahead"])
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let snapshots = || {
+        std::fs::read_dir(&bucket)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("main__")
+            })
+            .count()
+    };
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(snapshots(), 0, "synced before the marker existed");
+    std::fs::write(bucket.join("go-ahead"), b"").unwrap();
+    wait_for(
+        "the first snapshot after the marker",
+        Duration::from_secs(20),
+        || snapshots() > 0,
+    );
+}

@@ -17,7 +17,17 @@ use crate::snapshot::name::SnapshotName;
 use crate::storage::{Storage, put_file};
 use crate::syncer::now_ns;
 
+/// Each `snapshots` operation must finish within a minute, as in the Go version, so a script
+/// never hangs on an unreachable bucket.
+const OPERATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 pub fn run(cfg: &Config, cmd: &SnapshotsCommand) -> anyhow::Result<()> {
+    std::thread::spawn(|| {
+        std::thread::sleep(OPERATION_TIMEOUT);
+        log::error!("snapshots operation timed out after 1m0s");
+        eprintln!("Error: context deadline exceeded (snapshots operations time out after 1m0s)");
+        std::process::exit(1);
+    });
     let storage = super::open_storage(cfg)?;
     let storage = storage.as_ref();
     match cmd {
