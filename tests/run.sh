@@ -19,4 +19,11 @@ if [ -d ../shared/vectors ]; then
     export LS_REQUIRE_SHARED=1
 fi
 echo "== cargo test"
-cargo test --all-targets
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --all-targets 2>&1 | tee "$log" || status=$?
+# One summary over every test binary (the last binary alone may have run no test at all).
+count() { grep '^test result:' "$log" | grep -oE "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
+echo "tests: $(count passed) passed, $(count failed) failed, $(count ignored) skipped"
+exit $status
