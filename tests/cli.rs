@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
 use common::{Instance, assert_ok};
@@ -139,16 +138,9 @@ fn snapshots_commands() {
 /// The Go-written files of ../shared/vectors/decode, printed by `snapshots dump --local`.
 #[test]
 fn dump_go_written_snapshots() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/decode");
-    if !dir.exists() {
-        assert!(
-            std::env::var_os("LS_REQUIRE_SHARED").is_none(),
-            "{} missing",
-            dir.display()
-        );
-        eprintln!("skipping: {} not present", dir.display());
+    let Some(dir) = common::shared_dir("vectors/decode") else {
         return;
-    }
+    };
     let tmp = tempfile::tempdir().unwrap();
     let a = Instance::new(tmp.path(), "a", &tmp.path().join("bucket"), "1s");
     for f in std::fs::read_dir(&dir).unwrap() {

@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Dump, Instance, entry, key};
+use common::{Daemon, Dump, Instance, entry, key, wait_for};
 
 fn expect_same(instances: &[&Instance]) -> Dump {
     let first = instances[0].dump();
@@ -116,24 +116,6 @@ fn three_instances_converge() {
     }
 }
 
-fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    t0.elapsed()
-}
-
-struct Daemon(std::process::Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn two_daemons_propagate_changes_both_ways() {
     let dir = tempfile::tempdir().unwrap();
@@ -141,10 +123,8 @@ fn two_daemons_propagate_changes_both_ways() {
     let a = Instance::new(dir.path(), "a", &bucket, "100ms");
     let b = Instance::new(dir.path(), "b", &bucket, "100ms");
     a.write("records", &[("start", Some("a"), 1)]);
-    let log_a = std::fs::File::create(dir.path().join("a.log")).unwrap();
-    let log_b = std::fs::File::create(dir.path().join("b.log")).unwrap();
-    let _da = Daemon(a.command(&["sync"]).stderr(log_a).spawn().unwrap());
-    let _db = Daemon(b.command(&["sync"]).stderr(log_b).spawn().unwrap());
+    let _da = Daemon::start(&a, "sync", &dir.path().join("a.log"));
+    let _db = Daemon::start(&b, "sync", &dir.path().join("b.log"));
 
     wait_for("initial data on b", Duration::from_secs(20), || {
         b.dump().contains_key(&key("records", "start"))

@@ -8,35 +8,9 @@ mod common;
 mod s3server;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::process::Child;
 use std::time::{Duration, Instant};
 
-use common::{Dump, Entry, Instance, key};
-
-struct Daemon(Child);
-
-impl Daemon {
-    fn start(i: &Instance, cmd: &str, log: &Path) -> Daemon {
-        let log = std::fs::File::create(log).unwrap();
-        Daemon(i.command(&[cmd]).stderr(log).spawn().unwrap())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !cond() {
-        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use common::{Daemon, Dump, Entry, Instance, key, wait_for};
 
 /// The newest write per key, ties to the lower value (tombstones have the empty value).
 fn expected(writes: &[(String, Option<String>, u64)]) -> BTreeMap<String, Entry> {

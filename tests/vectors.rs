@@ -2,6 +2,8 @@
 //! the same LMDB contents, both talking to itself (`full`) and merging the snapshots the Go
 //! binary wrote (`replay`). Runs the vectors' own check script; needs python3 with py-lmdb.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -15,27 +17,25 @@ const CASES: &[&str] = &[
     "native-unknown-flags",
 ];
 
-fn available(vectors: &Path) -> bool {
-    let have_py_lmdb = Command::new("python3")
+fn have_py_lmdb() -> bool {
+    let ok = Command::new("python3")
         .args(["-c", "import lmdb"])
         .status()
         .is_ok_and(|s| s.success());
-    let ok = vectors.exists() && have_py_lmdb;
-    if !ok {
-        assert!(
-            std::env::var_os("LS_REQUIRE_SHARED").is_none(),
-            "vectors at {} or python3 with py-lmdb missing",
-            vectors.display()
-        );
-        eprintln!("skipping: vectors or py-lmdb not available");
-    }
+    assert!(
+        ok || std::env::var_os("LS_REQUIRE_SHARED").is_none(),
+        "python3 with py-lmdb missing"
+    );
     ok
 }
 
 fn check(mode: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let vectors = root.join("../shared/vectors");
-    if !available(&vectors) {
+    let Some(vectors) = common::shared_dir("vectors") else {
+        return;
+    };
+    if !have_py_lmdb() {
+        eprintln!("skipping: python3 with py-lmdb not available");
         return;
     }
     let work = tempfile::tempdir().unwrap();

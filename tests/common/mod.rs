@@ -165,3 +165,53 @@ pub fn entry(ts: u64, value: Option<&str>) -> Entry {
 pub fn key(dbi: &str, k: &str) -> (Vec<u8>, Vec<u8>) {
     (dbi.as_bytes().to_vec(), k.as_bytes().to_vec())
 }
+
+/// A background process killed (SIGKILL) and reaped when dropped.
+pub struct Daemon(pub std::process::Child);
+
+impl Daemon {
+    /// Runs `lightningstream <cmd>` for the instance, its log (stderr) going to `log`.
+    pub fn start(i: &Instance, cmd: &str, log: &Path) -> Daemon {
+        let log = std::fs::File::create(log).unwrap();
+        Daemon(i.command(&[cmd]).stderr(log).spawn().unwrap())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `cond` until it holds, failing the test after `timeout`; returns the time it took.
+pub fn wait_for(
+    what: &str,
+    timeout: std::time::Duration,
+    mut cond: impl FnMut() -> bool,
+) -> std::time::Duration {
+    let t0 = std::time::Instant::now();
+    while !cond() {
+        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    t0.elapsed()
+}
+
+/// A directory of ../shared (the reference material beside the project). `None` when absent,
+/// which fails instead when LS_REQUIRE_SHARED is set (CI), so vector tests cannot silently skip.
+pub fn shared_dir(sub: &str) -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared")
+        .join(sub);
+    if dir.exists() {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("LS_REQUIRE_SHARED").is_none(),
+        "{} missing",
+        dir.display()
+    );
+    eprintln!("skipping: {} not present", dir.display());
+    None
+}
