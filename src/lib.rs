@@ -10,6 +10,7 @@ pub mod header;
 pub mod lmdb;
 pub mod logging;
 pub mod merge;
+pub mod shadow;
 pub mod snapshot;
 pub mod storage;
 pub mod syncer;

@@ -115,6 +115,9 @@ pub enum LoadError {
 /// Options of one load that come from the configuration.
 #[derive(Clone, Debug, Default)]
 pub struct LoadOptions {
+    /// `schema_tracks_changes`: merge into the DBIs themselves, else into their shadows.
+    pub native: bool,
+    pub dupsort_hack: bool,
     pub deleted_cutoff: u64,
     pub padding: bool,
     /// `dbi_options.<name>.override_create_flags`, looked up by DBI name.
@@ -144,13 +147,10 @@ fn lossy(name: &[u8]) -> String {
     String::from_utf8_lossy(name).into_owned()
 }
 
-/// Opens the DBI a snapshot DBI is merged into, creating it when missing with the override
-/// flags or the snapshot's flags (truncated to LMDB's 16 flag bits, as Go does).
-fn target_dbi(
+fn open_or_create(
     txn: &mut RwTxn,
     name: &[u8],
-    snapshot_flags: u64,
-    opts: &LoadOptions,
+    flags: u32,
     stats: &mut LoadStats,
 ) -> Result<Dbi, LoadError> {
     let lmdb_err = |source| LoadError::Lmdb {
@@ -160,17 +160,60 @@ fn target_dbi(
     if let Some(dbi) = txn.open_dbi(name).map_err(lmdb_err)? {
         return Ok(dbi);
     }
-    let flags = opts
-        .override_create_flags
-        .get(name)
-        .copied()
-        .unwrap_or((snapshot_flags & 0xffff) as u32);
     log::warn!(dbi = lossy(name), flags = crate::config::dbi_flags_string(u64::from(flags)); "Creating new DBI from snapshot");
     stats.created_dbis += 1;
     txn.create_dbi(name, flags).map_err(lmdb_err)
 }
 
-/// Merges a snapshot into the LMDB in `txn` (native mode: DBI values carry LS headers). `index`
+/// Opens the DBI a snapshot DBI is merged into (the DBI itself in native mode, its shadow
+/// otherwise), creating what is missing with the override flags or the snapshot's flags
+/// (truncated to LMDB's 16 flag bits, as Go does).
+fn target_dbi(
+    txn: &mut RwTxn,
+    name: &[u8],
+    snapshot_flags: u64,
+    format_version: u32,
+    opts: &LoadOptions,
+    stats: &mut LoadStats,
+) -> Result<Dbi, LoadError> {
+    let override_flags = opts.override_create_flags.get(name).copied();
+    let flags = override_flags.unwrap_or((snapshot_flags & 0xffff) as u32);
+    if opts.native {
+        return open_or_create(txn, name, flags, stats);
+    }
+    let exists = txn
+        .open_dbi(name)
+        .map_err(|source| LoadError::Lmdb {
+            dbi: lossy(name),
+            source,
+        })?
+        .is_some();
+    if !exists {
+        // Before format 3 the flags were the shadow's, useless for creating the real DBI.
+        if format_version < 3 && override_flags.is_none() {
+            return Err(LoadError::Version {
+                dbi: lossy(name),
+                reason: format!(
+                    "DBI {} does not exist yet, and we cannot safely create it from a formatVersion={format_version} snapshot, \
+                     set dbi_options.{}.override_create_flags",
+                    lossy(name),
+                    lossy(name)
+                ),
+            });
+        }
+        open_or_create(txn, name, flags, stats)?;
+    }
+    let shadow = crate::shadow::shadow_name(name);
+    open_or_create(
+        txn,
+        &shadow,
+        flags & crate::shadow::ALLOWED_SHADOW_FLAGS,
+        stats,
+    )
+}
+
+/// Merges a snapshot's entries into the DBIs (native mode) or their shadows (shadow mode; the
+/// caller runs main→shadow before and shadow→main after). `index`
 /// comes from a validating first pass over the same bytes that `entries` now streams, so a
 /// corrupt snapshot was refused before anything was written. The caller commits.
 pub fn load_snapshot<R: Read>(
@@ -195,11 +238,18 @@ pub fn load_snapshot<R: Read>(
             targets.push(None);
             continue;
         }
-        validate_dbi(index, &d.info, true).map_err(|e| LoadError::Version {
+        validate_dbi(index, &d.info, opts.native).map_err(|e| LoadError::Version {
             dbi: lossy(name),
             reason: e.to_string(),
         })?;
-        targets.push(Some(target_dbi(txn, name, d.info.flags, opts, &mut stats)?));
+        targets.push(Some(target_dbi(
+            txn,
+            name,
+            d.info.flags,
+            index.format_version,
+            opts,
+            &mut stats,
+        )?));
     }
 
     let mut buf = Vec::with_capacity(256);

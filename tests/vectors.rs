@@ -7,7 +7,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-/// Native-mode cases; the shadow-mode ones come with non-native mode support.
+/// Every case: native mode and shadow mode.
 const CASES: &[&str] = &[
     "native-disjoint",
     "native-equal-ts",
@@ -15,6 +15,8 @@ const CASES: &[&str] = &[
     "native-random",
     "native-tombstones",
     "native-unknown-flags",
+    "shadow-basic",
+    "shadow-preexisting",
 ];
 
 fn have_py_lmdb() -> bool {

@@ -68,14 +68,10 @@ fn run(
             log::info!(db = name; "Skipping because of --only-db flag");
             continue;
         }
-        if !l.schema_tracks_changes {
-            return Err(anyhow!(
-                "lmdb {name:?}: schema_tracks_changes: false (shadow mode) is not supported by this version yet; \
-                 only native mode (schema_tracks_changes: true, e.g. PowerDNS Auth 4.8+ with lmdb-lightning-stream=yes) can be synced"
-            ));
-        }
         let env = super::open_lmdb(name, l)?;
         let load_opts = LoadOptions {
+            native: l.schema_tracks_changes,
+            dupsort_hack: l.dupsort_hack,
             deleted_cutoff: 0,
             padding: l.header_extra_padding_block,
             override_create_flags: l

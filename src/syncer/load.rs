@@ -29,6 +29,12 @@ pub enum FetchError {
         #[source]
         source: LoadError,
     },
+    #[error("loading snapshot {name} (shadow DBIs): {source}")]
+    Shadow {
+        name: String,
+        #[source]
+        source: crate::shadow::ShadowError,
+    },
     #[error("loading snapshot {name}: {source}")]
     Lmdb {
         name: String,
@@ -81,7 +87,8 @@ pub struct Merged {
     pub time_write_lock: std::time::Duration,
 }
 
-/// Merges a fetched snapshot in one write transaction (merge.md §4, native mode).
+/// Merges a fetched snapshot in one write transaction (merge.md §4), through the shadow DBIs
+/// in shadow mode.
 pub fn merge(
     env: &Env,
     fetched: Fetched,
@@ -97,6 +104,16 @@ pub fn merge(
     let mut txn = env.begin_rw().map_err(lmdb_err)?;
     let txn_id = crate::lmdb::Txn::id(&txn);
     let local_changed = last_synced_txn_id < txn_id.saturating_sub(1);
+    let shadow_err = |e: crate::shadow::ShadowError| FetchError::Shadow {
+        name: name.clone(),
+        source: e,
+    };
+    if !opts.native && local_changed {
+        // Local changes get their timestamps before remote ones are weighed against them.
+        let ts = super::now_ns().max(1) as u64;
+        crate::shadow::main_to_shadow(&mut txn, ts, opts.dupsort_hack, opts.deleted_cutoff)
+            .map_err(shadow_err)?;
+    }
     let reader = EntryReader::new(BufReader::with_capacity(256 * 1024, fetched.file));
     let stats = match load_snapshot(&mut txn, &fetched.index, reader, opts) {
         Ok(stats) => stats,
@@ -111,6 +128,9 @@ pub fn merge(
             });
         }
     };
+    if !opts.native {
+        crate::shadow::shadow_to_main(&mut txn, opts.dupsort_hack).map_err(shadow_err)?;
+    }
     txn.commit().map_err(lmdb_err)?;
     let time_write_lock = t0.elapsed();
     let last = env.info().map_err(lmdb_err)?.last_txn_id;

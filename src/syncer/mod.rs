@@ -280,18 +280,8 @@ impl Syncer {
         Ok(())
     }
 
-    /// Creates and stores a snapshot; returns the LMDB txn ID it covers (upstream `SendOnce`).
-    fn send_once(&mut self) -> anyhow::Result<u64> {
-        let t0 = Instant::now();
-        let txn = self.env.begin_ro().context("starting read transaction")?;
-        let ts = now_ns();
-        let txn_id = txn.id();
-        if self.opts.receive_only {
-            log::info!(db = self.db, txnID = txn_id; "Snapshot store skipped, because running in receive-only mode");
-            return Ok(txn_id);
-        }
-        let time_acquire = t0.elapsed();
-        let meta = Meta {
+    fn meta(&self, txn_id: u64, ts: i64) -> Meta {
+        Meta {
             generation_id: b"GX".to_vec(),
             instance_id: self.instance.as_bytes().to_vec(),
             hostname: self.hostname.as_bytes().to_vec(),
@@ -299,18 +289,81 @@ impl Syncer {
             timestamp_nano: ts as u64,
             database_name: self.db.as_bytes().to_vec(),
             from_lmdb_txn_id: 0,
-        };
+        }
+    }
+
+    /// Streams a snapshot of what `txn` sees into a temporary gzip file.
+    fn dump<T: Txn>(
+        &self,
+        txn: &T,
+        meta: &Meta,
+    ) -> anyhow::Result<(std::fs::File, send::SnapshotStats)> {
         let file = tempfile::tempfile().context("creating a temporary file for the snapshot")?;
         let gz = GzipWriter::new(BufWriter::with_capacity(256 * 1024, file));
-        let (gz, stats) = send::write_native_snapshot(&txn, &meta, gz)
-            .with_context(|| format!("creating snapshot of LMDB {:?}", self.db))?;
-        drop(txn);
-        let time_dump = t0.elapsed() - time_acquire;
-        let mut file = gz
+        let (gz, stats) = send::write_snapshot(
+            txn,
+            meta,
+            gz,
+            !self.load_opts.native,
+            self.load_opts.dupsort_hack,
+        )
+        .with_context(|| format!("creating snapshot of LMDB {:?}", self.db))?;
+        let file = gz
             .finish()
             .and_then(|mut w| w.flush().map(|_| w))
             .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
             .context("compressing snapshot")?;
+        Ok((file, stats))
+    }
+
+    /// Creates and stores a snapshot; returns the LMDB txn ID it covers (upstream `SendOnce`).
+    /// Native mode reads in a read-only transaction; shadow mode first captures local changes
+    /// into the shadows, in a write transaction.
+    fn send_once(&mut self) -> anyhow::Result<u64> {
+        let t0 = Instant::now();
+        let (txn_id, ts, dumped, time_acquire, time_copy_shadow) = if self.load_opts.native {
+            let txn = self.env.begin_ro().context("starting read transaction")?;
+            let ts = now_ns();
+            let txn_id = txn.id();
+            let time_acquire = t0.elapsed();
+            let dumped = if self.opts.receive_only {
+                None
+            } else {
+                Some(self.dump(&txn, &self.meta(txn_id, ts))?)
+            };
+            (txn_id, ts, dumped, time_acquire, Duration::ZERO)
+        } else {
+            let mut txn = self.env.begin_rw().context("starting write transaction")?;
+            let ts = now_ns();
+            let time_acquire = t0.elapsed();
+            let pass = crate::shadow::main_to_shadow(
+                &mut txn,
+                ts.max(1) as u64,
+                self.load_opts.dupsort_hack,
+                0,
+            )
+            .with_context(|| format!("syncing main to shadow in LMDB {:?}", self.db))?;
+            let time_copy_shadow = t0.elapsed() - time_acquire;
+            // An empty write transaction does not advance the ID; LMDB reuses it.
+            let txn_id = if pass.changed() {
+                txn.id()
+            } else {
+                txn.id() - 1
+            };
+            log::info!(db = self.db, txnID = txn_id, time_total = format!("{time_copy_shadow:?}"); "Synced data to shadow");
+            let dumped = if self.opts.receive_only {
+                None
+            } else {
+                Some(self.dump(&txn, &self.meta(txn_id, ts))?)
+            };
+            txn.commit().context("committing the shadow update")?;
+            (txn_id, ts, dumped, time_acquire, time_copy_shadow)
+        };
+        let Some((mut file, stats)) = dumped else {
+            log::info!(db = self.db, txnID = txn_id; "Snapshot store skipped, because running in receive-only mode");
+            return Ok(txn_id);
+        };
+        let time_dump = t0.elapsed() - time_acquire - time_copy_shadow;
         let name = SnapshotName::new(&self.db, &self.instance, ts).object_name();
         let t_store = Instant::now();
         self.store_with_retries(&name, &mut file)?;
@@ -321,7 +374,8 @@ impl Syncer {
             0.0
         };
         log::info!(db = self.db, snapshot_name = name, txnID = txn_id,
-            time_acquire = format!("{time_acquire:?}"), time_dump = format!("{time_dump:?}"),
+            time_acquire = format!("{time_acquire:?}"), time_copy_shadow = format!("{time_copy_shadow:?}"),
+            time_dump = format!("{time_dump:?}"),
             time_store = format!("{:?}", t_store.elapsed()), time_total = format!("{:?}", t0.elapsed()),
             uncompressed_size = stats.uncompressed_size, snapshot_size = size,
             compression_ratio = format!("1:{ratio:.2}"), entries = stats.entries,
@@ -354,7 +408,11 @@ impl Syncer {
     pub fn run(&mut self) -> anyhow::Result<()> {
         let info = self.env.info().context("reading LMDB info")?;
         let has_data_at_start = info.last_txn_id > 0;
-        log::info!(db = self.db; "schema_tracks_changes enabled");
+        if self.load_opts.native {
+            log::info!(db = self.db; "schema_tracks_changes enabled");
+        } else {
+            log::info!(db = self.db; "This LMDB has schema_tracks_changes disabled and will use shadow databases for version tracking.");
+        }
         log::info!(db = self.db, instance = self.instance; "Initialised syncer");
 
         let listing = loop {
@@ -373,6 +431,14 @@ impl Syncer {
         self.set_listing(listing);
         if self.waiting.contains(&self.instance) {
             log::info!(db = self.db; "This instance has existing snapshots that must be loaded before we create new snapshots");
+        }
+        if !self.load_opts.native && has_data_at_start {
+            // Data found at start-up gets timestamp 1 ns: anything written anywhere since wins.
+            log::info!(db = self.db; "Syncing main to shadow, in case data was changed before start");
+            let mut txn = self.env.begin_rw().context("starting write transaction")?;
+            crate::shadow::main_to_shadow(&mut txn, 1, self.load_opts.dupsort_hack, 0)
+                .with_context(|| format!("syncing main to shadow in LMDB {:?}", self.db))?;
+            txn.commit().context("committing the shadow update")?;
         }
         if has_data_at_start && !has_snapshots {
             log::info!(db = self.db; "Performing initial snapshot, because none exists yet");

@@ -1,5 +1,5 @@
-//! Snapshot creation (upstream `syncer/send.go`): reads every non-private DBI of a native-mode
-//! LMDB in one read transaction and streams it as a gzipped snapshot. Each DBI is walked twice,
+//! Snapshot creation (upstream `syncer/send.go`): reads every non-private DBI (native mode) or
+//! its shadow (shadow mode) in one transaction and streams it as a gzipped snapshot. Each DBI is walked twice,
 //! first to learn its encoded length (protobuf needs it before the entries), then to write, so
 //! memory stays flat whatever the dataset size; the read transaction makes both walks see the
 //! same data.
@@ -7,10 +7,10 @@
 use std::io::Write;
 
 use crate::header;
-use crate::lmdb::{LmdbError, MDB_DUPSORT, RoTxn, Txn};
+use crate::lmdb::{LmdbError, MDB_DUPSORT, Txn};
 use crate::merge::{SYNC_PREFIX, key_for_humans};
 use crate::snapshot::encode::{SnapshotWriter, kv_field_len};
-use crate::snapshot::{DbiInfo, KvRef, Meta};
+use crate::snapshot::{DbiInfo, KvRef, Meta, TRANSFORM_DUPSORT_HACK};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
@@ -46,8 +46,8 @@ fn lossy(b: &[u8]) -> String {
 }
 
 /// Walks one DBI, handing each entry (key, app value, header) to `f`.
-fn for_each_entry(
-    txn: &RoTxn,
+fn for_each_entry<T: Txn>(
+    txn: &T,
     dbi: crate::lmdb::Dbi,
     name: &[u8],
     mut f: impl FnMut(KvRef) -> std::io::Result<()>,
@@ -75,11 +75,14 @@ fn for_each_entry(
 }
 
 /// Writes a snapshot of all non-`_sync` DBIs visible in `txn` to `out` (uncompressed protobuf;
-/// the caller wraps `out` in gzip). Returns the writer and the figures.
-pub fn write_native_snapshot<W: Write>(
-    txn: &RoTxn,
+/// the caller wraps `out` in gzip): the DBIs themselves in native mode, their shadows in shadow
+/// mode, always under the DBI's name and with its flags. Returns the writer and the figures.
+pub fn write_snapshot<T: Txn, W: Write>(
+    txn: &T,
     meta: &Meta,
     out: W,
+    shadow: bool,
+    dupsort_hack: bool,
 ) -> Result<(W, SnapshotStats), SnapshotError> {
     let mut stats = SnapshotStats::default();
     let mut writer = SnapshotWriter::new(out, meta)?;
@@ -92,25 +95,46 @@ pub fn write_native_snapshot<W: Write>(
             dbi: lossy(name),
             source,
         };
-        let Some(dbi) = txn.open_dbi(name).map_err(lmdb_err)? else {
+        let Some(main) = txn.open_dbi(name).map_err(lmdb_err)? else {
             continue;
         };
-        let flags = txn.dbi_flags(dbi).map_err(lmdb_err)?;
+        let flags = txn.dbi_flags(main).map_err(lmdb_err)?;
+        let mut transform = Vec::new();
         if flags & MDB_DUPSORT != 0 {
-            return Err(SnapshotError::DupSort(lossy(name)));
+            if !(shadow && dupsort_hack) {
+                return Err(SnapshotError::DupSort(lossy(name)));
+            }
+            transform = TRANSFORM_DUPSORT_HACK.to_vec();
         }
+        let (dbi, source_name) = if shadow {
+            let sname = crate::shadow::shadow_name(name);
+            let d = txn
+                .open_dbi(&sname)
+                .map_err(lmdb_err)?
+                .ok_or_else(|| SnapshotError::Lmdb {
+                    dbi: lossy(&sname),
+                    source: LmdbError::Lmdb {
+                        op: "dbi_open",
+                        code: 0,
+                        msg: "shadow DBI missing (main→shadow has not run)".into(),
+                    },
+                })?;
+            (d, sname)
+        } else {
+            (main, name.clone())
+        };
         let mut entries_len = 0u64;
-        for_each_entry(txn, dbi, name, |kv| {
+        for_each_entry(txn, dbi, &source_name, |kv| {
             entries_len += kv_field_len(&kv);
             Ok(())
         })?;
         let info = DbiInfo {
             name: name.clone(),
             flags: u64::from(flags),
-            transform: Vec::new(),
+            transform,
         };
         writer.begin_dbi(&info, entries_len)?;
-        for_each_entry(txn, dbi, name, |kv| {
+        for_each_entry(txn, dbi, &source_name, |kv| {
             stats.entries += 1;
             writer.write_kv(&kv)
         })?;
