@@ -54,7 +54,51 @@ pub enum Command {
     Snapshots(SnapshotsCmd),
     Dump(DumpCmd),
     Stats(StatsCmd),
+    DropShadow(DropShadowCmd),
+    Experimental(ExperimentalCmd),
     Version(VersionCmd),
+}
+
+/// Drop all shadow dbs and other sync metadata. This can potentially cause data loss.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "drop-shadow")]
+pub struct DropShadowCmd {}
+
+/// Experimental and one-off maintenance commands.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "experimental")]
+pub struct ExperimentalCmd {
+    #[argh(subcommand)]
+    pub command: ExperimentalCommand,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum ExperimentalCommand {
+    MigrateTimestamps(MigrateTimestampsCmd),
+}
+
+/// Copy newer timestamps from one DBI's headers into another's, e.g. from the shadow DBI of a
+/// PowerDNS 4.7 LMDB into its 4.8 native DBI:
+/// migrate-timestamps --add-delete-entries --database shard --src-dbi _sync_shadow_records --dst-dbi records_v5
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "migrate-timestamps")]
+pub struct MigrateTimestampsCmd {
+    /// the configured LMDB (db name) to work on
+    #[argh(option, short = 'd')]
+    pub database: String,
+    /// DBI to take the timestamps from
+    #[argh(option)]
+    pub src_dbi: String,
+    /// DBI whose headers get them
+    #[argh(option)]
+    pub dst_dbi: String,
+    /// add tombstones for entries deleted in the source and absent from the destination
+    #[argh(switch)]
+    pub add_delete_entries: bool,
+    /// succeed without doing anything when the source DBI does not exist
+    #[argh(switch)]
+    pub ignore_src_dbi_not_present: bool,
 }
 
 /// Continuous bidirectional syncing of all configured LMDBs.
@@ -217,6 +261,8 @@ const SWITCHES: &[&str] = &[
     "--force",
     "--local",
     "--hide",
+    "--add-delete-entries",
+    "--ignore-src-dbi-not-present",
 ];
 
 /// Rewrites Go-style arguments (everything after the program name) into the form argh accepts:

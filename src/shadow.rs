@@ -84,7 +84,7 @@ pub fn dupsort_decode(e: &[u8]) -> Result<&[u8], String> {
     Ok(&e[..n])
 }
 
-type Batch = Vec<(Vec<u8>, Vec<u8>)>;
+pub(crate) type Batch = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Up to about `BATCH` entries of `dbi` from `from` (inclusive) on, never splitting the
 /// duplicates of one key; returns them and the key to continue at.
@@ -111,7 +111,7 @@ fn read_batch(
 
 /// Calls `f` for every entry of `dbi` in batches; `f` may write to the transaction, but must not
 /// add or remove keys of `dbi` itself at or after the batch's end.
-fn for_each_batch(
+pub(crate) fn for_each_batch(
     txn: &mut RwTxn,
     dbi: Dbi,
     name: &[u8],

@@ -2,7 +2,9 @@
 //! validate the config before anything touches an LMDB, apply the log flags, `--minimum-pid`,
 //! `--log-config` and `--timeout`. Errors are printed once, here, with their context.
 
+mod drop_shadow;
 mod dump;
+mod migrate;
 mod snapshots;
 mod stats;
 mod sync;
@@ -52,6 +54,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Snapshots(c) => snapshots::run(&cfg, &c.command),
         Command::Dump(c) => dump::run(&cfg, c),
         Command::Stats(_) => stats::run(&cfg),
+        Command::DropShadow(_) => drop_shadow::run(&cfg),
+        Command::Experimental(c) => match &c.command {
+            crate::cli::ExperimentalCommand::MigrateTimestamps(m) => migrate::run(&cfg, m),
+        },
         Command::Version(_) => Ok(()),
     };
     match result {
