@@ -162,6 +162,8 @@ pub struct Env {
     key: PathBuf,
     /// `mdb_dbi_open` must not run in two transactions of one env at once.
     dbi_lock: Mutex<()>,
+    /// Transactions of this process open on the env: the map may only be resized at zero.
+    active: std::sync::atomic::AtomicUsize,
 }
 
 // SAFETY: an MDB_env may be used from any thread; with MDB_NOTLS read transactions are not tied
@@ -266,6 +268,7 @@ impl Env {
             path: path.to_path_buf(),
             key: PathBuf::new(),
             dbi_lock: Mutex::new(()),
+            active: std::sync::atomic::AtomicUsize::new(0),
         };
         let max_dbs = if opts.max_dbs == 0 { 64 } else { opts.max_dbs };
         // SAFETY: `ptr` is a valid, not yet opened env handle (closed by Drop on error).
@@ -343,10 +346,39 @@ impl Env {
     fn begin(&self, flags: u32) -> Result<*mut ffi::MDB_txn> {
         let mut txn = std::ptr::null_mut();
         // SAFETY: `self.ptr` is an open env; LMDB writes the new txn handle.
-        check("txn_begin", unsafe {
-            ffi::mdb_txn_begin(self.ptr, std::ptr::null_mut(), flags, &mut txn)
-        })?;
+        let mut rc = unsafe { ffi::mdb_txn_begin(self.ptr, std::ptr::null_mut(), flags, &mut txn) };
+        if rc == ffi::MDB_MAP_RESIZED && self.adopt_file_map_size()? {
+            // Another process (PowerDNS) grew the map beyond ours: follow it and try again.
+            // SAFETY: as above.
+            rc = unsafe { ffi::mdb_txn_begin(self.ptr, std::ptr::null_mut(), flags, &mut txn) };
+        }
+        check("txn_begin", rc)?;
+        self.active
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(txn)
+    }
+
+    fn txn_ended(&self) {
+        self.active
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Takes the map size recorded in the file when it is larger than ours: the applications
+    /// sharing the LMDB (PowerDNS opens it with a 16 GB map) may have grown it, and a write
+    /// transaction of ours then fails with a full map. LMDB allows this only while this process
+    /// has no transaction open on the env; then nothing is done and `false` returned. Returns
+    /// whether the map grew.
+    pub fn adopt_file_map_size(&self) -> Result<bool> {
+        if self.active.load(std::sync::atomic::Ordering::SeqCst) != 0 {
+            return Ok(false);
+        }
+        let before = self.info()?.map_size;
+        // SAFETY: no transaction of this process is open on the env (checked above; callers
+        // keep transactions on the thread that calls this), as mdb_env_set_mapsize requires.
+        check("env_set_mapsize", unsafe {
+            ffi::mdb_env_set_mapsize(self.ptr, 0)
+        })?;
+        Ok(self.info()?.map_size > before)
     }
 
     pub fn begin_ro(&self) -> Result<RoTxn<'_>> {
@@ -529,6 +561,7 @@ impl Drop for RoTxn<'_> {
         unsafe {
             ffi::mdb_txn_commit(self.inner.ptr);
         }
+        self.inner.env.txn_ended();
     }
 }
 
@@ -595,11 +628,13 @@ impl RwTxn<'_> {
     }
 
     pub fn commit(self) -> Result<()> {
-        let ptr = self.inner.ptr;
+        let (ptr, env) = (self.inner.ptr, self.inner.env);
         std::mem::forget(self);
         // SAFETY: the txn is live; commit frees it whatever the outcome, and `forget` keeps Drop
         // from aborting it a second time.
-        check("commit", unsafe { ffi::mdb_txn_commit(ptr) })
+        let rc = unsafe { ffi::mdb_txn_commit(ptr) };
+        env.txn_ended();
+        check("commit", rc)
     }
 
     pub fn abort(self) {}
@@ -609,6 +644,7 @@ impl Drop for RwTxn<'_> {
     fn drop(&mut self) {
         // SAFETY: a live txn that was neither committed nor aborted yet.
         unsafe { ffi::mdb_txn_abort(self.inner.ptr) };
+        self.inner.env.txn_ended();
     }
 }
 

@@ -200,3 +200,66 @@ fn two_lmdbs_per_instance_sync_independently() {
     main_b.sync_once();
     assert!(!shard_b.dump().contains_key(&key("records", "ftp")));
 }
+
+/// PowerDNS opens its LMDB with a much larger map than ours; once it has written with it, our
+/// next merge must follow that size instead of failing with a full map.
+#[test]
+fn merge_follows_a_map_grown_by_another_process() {
+    if std::process::Command::new("python3")
+        .args(["-c", "import lmdb"])
+        .status()
+        .map(|s| !s.success())
+        .unwrap_or(true)
+    {
+        assert!(
+            std::env::var_os("LS_REQUIRE_SHARED").is_none(),
+            "python3 with py-lmdb missing"
+        );
+        eprintln!("skipping: python3 with py-lmdb not available");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let a = Instance::new(dir.path(), "a", &bucket, "100ms");
+    let small = format!(
+        "storage:\n  type: fs\n  options:\n    root_path: {}\n",
+        bucket.display()
+    );
+    let b = Instance::with_storage(dir.path(), "b", &small, "100ms");
+    // b's LMDB starts with a 1 MiB map, created by its daemon.
+    let cfg = std::fs::read_to_string(&b.config)
+        .unwrap()
+        .replace("map_size: 64MB", "map_size: 1MB");
+    std::fs::write(&b.config, cfg).unwrap();
+    let _db = Daemon::start(&b, "sync", &dir.path().join("b.log"));
+    wait_for("b's LMDB", Duration::from_secs(20), || b.db.exists());
+    // Another process grows the map to 64 MiB and writes with it.
+    let grow = format!(
+        "import lmdb, struct\n\
+         env = lmdb.open({:?}, subdir=False, map_size=64 << 20, max_dbs=8)\n\
+         db = env.open_db(b'records')\n\
+         with env.begin(write=True, db=db) as t:\n    \
+         t.put(b'grown', struct.pack('>QQBBxxxxH', 1, 1, 0, 0, 0) + b'x')\n",
+        b.db.display().to_string()
+    );
+    let st = std::process::Command::new("python3")
+        .args(["-c", &grow])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // Then a sends more than 1 MiB.
+    let big = "v".repeat(1000);
+    let keys: Vec<String> = (0..3000).map(|i| format!("k{i:05}")).collect();
+    let entries: Vec<(&str, Option<&str>, u64)> = keys
+        .iter()
+        .map(|k| (k.as_str(), Some(big.as_str()), 10))
+        .collect();
+    a.write("records", &entries);
+    a.sync_once();
+    wait_for("a's 3 MB on b", Duration::from_secs(30), || {
+        b.dump().contains_key(&key("records", "k02999"))
+    });
+    let log = std::fs::read_to_string(dir.path().join("b.log")).unwrap();
+    assert!(!log.contains("Sync failed"), "{log}");
+    assert!(log.contains("adopted the larger map size"), "{log}");
+}

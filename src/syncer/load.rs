@@ -91,7 +91,43 @@ pub struct Merged {
 /// in shadow mode.
 pub fn merge(
     env: &Env,
-    fetched: Fetched,
+    mut fetched: Fetched,
+    last_synced_txn_id: u64,
+    opts: &LoadOptions,
+) -> Result<Merged, FetchError> {
+    match merge_once(env, &mut fetched, last_synced_txn_id, opts) {
+        // The map filled up, but the application sharing the LMDB may have grown it since we
+        // opened it: follow its size and try once more from the start.
+        Err(e) if is_map_full(&e) && env.adopt_file_map_size().unwrap_or(false) => {
+            log::info!(filename = fetched.name, map_size = env.info().map(|i| i.map_size).unwrap_or(0);
+                "LMDB map was full; adopted the larger map size of the file and retrying");
+            fetched.file.seek(SeekFrom::Start(0)).map_err(|e| {
+                corrupt(&fetched.name, format!("rewinding the downloaded copy: {e}"))
+            })?;
+            merge_once(env, &mut fetched, last_synced_txn_id, opts)
+        }
+        r => r,
+    }
+}
+
+fn is_map_full(e: &FetchError) -> bool {
+    match e {
+        FetchError::Lmdb { source, .. } => source.is_map_full(),
+        FetchError::Local {
+            source: LoadError::Lmdb { source, .. },
+            ..
+        } => source.is_map_full(),
+        FetchError::Shadow {
+            source: crate::shadow::ShadowError::Lmdb { source, .. },
+            ..
+        } => source.is_map_full(),
+        _ => false,
+    }
+}
+
+fn merge_once(
+    env: &Env,
+    fetched: &mut Fetched,
     last_synced_txn_id: u64,
     opts: &LoadOptions,
 ) -> Result<Merged, FetchError> {
@@ -114,7 +150,7 @@ pub fn merge(
         crate::shadow::main_to_shadow(&mut txn, ts, opts.dupsort_hack, opts.deleted_cutoff)
             .map_err(shadow_err)?;
     }
-    let reader = EntryReader::new(BufReader::with_capacity(256 * 1024, fetched.file));
+    let reader = EntryReader::new(BufReader::with_capacity(256 * 1024, &mut fetched.file));
     let stats = match load_snapshot(&mut txn, &fetched.index, reader, opts) {
         Ok(stats) => stats,
         // The first pass accepted these bytes, so a decode error now means the temporary file
