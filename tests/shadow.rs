@@ -225,3 +225,86 @@ fn migrate_timestamps() {
         "--ignore-src-dbi-not-present",
     ]);
 }
+
+#[test]
+fn refusals_name_the_dbi() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let n = Node::new(dir.path(), "n", &bucket);
+    // a DUPSORT DBI without dupsort_hack
+    let cfg = std::fs::read_to_string(&n.config)
+        .unwrap()
+        .replace("dupsort_hack: true", "dupsort_hack: false");
+    std::fs::write(&n.config, cfg).unwrap();
+    n.write("dups", MDB_DUPSORT, &[("k", Some("1")), ("k", Some("2"))]);
+    let out = Command::new(common::bin())
+        .arg("-c")
+        .arg(&n.config)
+        .args(["sync", "--only-once"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("dupsort db \"dups\" found and dupsort_hack disabled"),
+        "{err}"
+    );
+}
+
+/// A format 2 snapshot cannot create a missing DBI in shadow mode (its flags were the shadow's)
+/// unless `override_create_flags` says how.
+#[test]
+fn old_format_snapshots_need_override_flags_to_create_dbis() {
+    use lightningstream::snapshot::encode::{GzipWriter, SnapshotWriter, kv_field_len};
+    use lightningstream::snapshot::{DbiInfo, KvRef, Meta};
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    std::fs::create_dir_all(&bucket).unwrap();
+    let kv = KvRef {
+        key: b"k",
+        value: b"v",
+        timestamp_nano: 5,
+        flags: 0,
+    };
+    let mut w =
+        SnapshotWriter::with_versions(GzipWriter::new(Vec::new()), &Meta::default(), 2, 0).unwrap();
+    w.begin_dbi(
+        &DbiInfo {
+            name: b"newdbi".to_vec(),
+            ..Default::default()
+        },
+        kv_field_len(&kv),
+    )
+    .unwrap();
+    w.write_kv(&kv).unwrap();
+    w.end_dbi().unwrap();
+    let bytes = w.finish().unwrap().finish().unwrap();
+    std::fs::write(
+        bucket.join("main__old__20230101-000000-000000000__GX.pb.gz"),
+        bytes,
+    )
+    .unwrap();
+
+    let n = Node::new(dir.path(), "n", &bucket);
+    let out = Command::new(common::bin())
+        .arg("-c")
+        .arg(&n.config)
+        .args(["sync", "--only-once"])
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("cannot safely create it from a formatVersion=2 snapshot"),
+        "{log}"
+    );
+    assert!(!n.dbis().contains(&b"newdbi".to_vec()));
+
+    let m = Node::new(dir.path(), "m", &bucket);
+    let cfg = std::fs::read_to_string(&m.config).unwrap().replace(
+        "    dupsort_hack: true\n",
+        "    dupsort_hack: true\n    dbi_options:\n      newdbi: {override_create_flags: 0}\n",
+    );
+    std::fs::write(&m.config, cfg).unwrap();
+    m.run(&["sync", "--only-once"]);
+    assert_eq!(m.plain()[&k("newdbi", "k")], [b"v".to_vec()]);
+}
