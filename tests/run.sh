@@ -24,14 +24,19 @@ trap 'rm -f "$log"' EXIT
 status=0
 cargo test --all-targets 2>&1 | tee "$log" || status=$?
 
-# The real client: two PowerDNS Auth 4.7 servers syncing through two daemons and one S3 bucket.
+# The real client: two PowerDNS Auth servers syncing through two daemons and one S3 bucket,
+# 4.9 in native mode (in a Debian trixie chroot) and 4.7 in shadow mode.
+if [ "$status" = 0 ]; then
+    echo "== PowerDNS 4.9 end to end"
+    tests/pdns49-e2e.sh 2>&1 | tee -a "$log" || status=$?
+fi
 if [ "$status" = 0 ]; then
     echo "== PowerDNS 4.7 end to end"
     tests/pdns47-e2e.sh 2>&1 | tee -a "$log" || status=$?
 fi
 
 # One summary over everything (the last test binary alone may have run no test at all).
-count() { grep -E '^(test result|pdns47-e2e):' "$log" | grep -oE "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
+count() { grep -E '^(test result|pdns4[79]-e2e):' "$log" | grep -oE "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
 failed=$(count failed)
 [ "$status" = 0 ] || [ "$failed" != 0 ] || failed=1
 echo "tests: $(count passed) passed, $failed failed, $(count ignored) skipped"

@@ -1,0 +1,271 @@
+#!/usr/bin/env bash
+# End to end with the main use case: two PowerDNS Authoritative 4.9 servers (Debian trixie, native
+# Lightning Stream headers) next to two `lightningstream sync` daemons in native mode, one bucket
+# on a real S3 server (examples/s3_test_server.rs), all on loopback. Auth 4.9 does not install on
+# this Debian release, so it runs in a debootstrap chroot, built once and cached as a tarball
+# ($LS_TEST_CACHE, default /var/cache/lightningstream-tests). Every step is checked through DNS,
+# pdnsutil or the HTTP API of the other server, never by reading the LMDB, and timed.
+#
+# usage: tests/pdns49-e2e.sh            (needs root: debootstrap, chroot, mounts)
+#   BIG_API_RECORDS=100000 tests/pdns49-e2e.sh   also times N records created over the API
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CACHE=${LS_TEST_CACHE:-/var/cache/lightningstream-tests}
+TARBALL=$CACHE/trixie-pdns49.tar.zst
+W=$(mktemp -d /tmp/pdns49-e2e.XXXXXX)
+ROOT=$W/root
+pids=()
+
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    for m in "$ROOT$W" "$ROOT/dev" "$ROOT/proc"; do mountpoint -q "$m" && umount -l "$m"; done
+    if [ "${KEEP:-}" = "" ]; then rm -rf "$W"; else echo "work files kept in $W"; fi
+}
+trap cleanup EXIT
+fail() {
+    echo "FAIL: $*"
+    for f in "$W"/*.log; do echo "--- $f"; tail -20 "$f"; done
+    exit 1
+}
+
+# The chroot: restored from the cache, or built (about a minute and a half) and cached.
+need_pkgs=()
+command -v zstd >/dev/null || need_pkgs+=(zstd)
+command -v dig >/dev/null || need_pkgs+=(dnsutils)
+command -v curl >/dev/null || need_pkgs+=(curl)
+[ -f "$TARBALL" ] || command -v debootstrap >/dev/null || need_pkgs+=(debootstrap)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+mkdir -p "$ROOT"
+if [ -f "$TARBALL" ]; then
+    tar -C "$ROOT" --zstd -xf "$TARBALL"
+else
+    echo "== building the Debian trixie chroot with PowerDNS Auth 4.9 (cached in $TARBALL)"
+    t0=$(date +%s)
+    debootstrap --variant=minbase trixie "$ROOT" http://deb.debian.org/debian >"$W/debootstrap.log" 2>&1 \
+        || fail "debootstrap"
+    printf '#!/bin/sh\nexit 101\n' > "$ROOT/usr/sbin/policy-rc.d"
+    chmod +x "$ROOT/usr/sbin/policy-rc.d"
+    cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+    mount -t proc proc "$ROOT/proc"
+    chroot "$ROOT" apt-get update -q >"$W/apt.log" 2>&1
+    DEBIAN_FRONTEND=noninteractive chroot "$ROOT" apt-get install -y -q --no-install-recommends \
+        pdns-server pdns-backend-lmdb >>"$W/apt.log" 2>&1 || fail "apt-get install in the chroot"
+    chroot "$ROOT" apt-get clean
+    umount "$ROOT/proc"
+    mkdir -p "$CACHE"
+    tar -C "$ROOT" --zstd -cf "$TARBALL.tmp" . && mv "$TARBALL.tmp" "$TARBALL"
+    echo "chroot built in $(( $(date +%s) - t0 )) s"
+fi
+mount -t proc proc "$ROOT/proc"
+mount --bind /dev "$ROOT/dev"
+# The same path inside and outside, so Auth and the daemons name the LMDB files alike.
+mkdir -p "$ROOT$W"
+mount --bind "$W" "$ROOT$W"
+AUTH_VERSION=$(chroot "$ROOT" dpkg-query -W -f '${Version}' pdns-server 2>/dev/null || true)
+case "$AUTH_VERSION" in 4.9.*) echo "PowerDNS Auth $AUTH_VERSION (trixie chroot)" ;; *) fail "no Auth 4.9 in the chroot ($AUTH_VERSION)" ;; esac
+
+cargo build --quiet --bin lightningstream --example s3_test_server
+LS=$PWD/target/debug/lightningstream
+target/debug/examples/s3_test_server "$W/s3" > "$W/s3.url" 2> "$W/s3.log" &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$W/s3.url" ] && break; sleep 0.05; done
+S3=$(head -1 "$W/s3.url")
+[ -n "$S3" ] || fail "S3 test server did not start"
+
+DNS=(0 5311 5312)
+WEB=(0 8111 8112)
+start_auth() { # N
+    local d=$W/auth$1
+    mkdir -p "$d"
+    cat > "$d/pdns.conf" <<CONF
+launch=lmdb
+lmdb-filename=$d/pdns.lmdb
+lmdb-shards=1
+lmdb-sync-mode=nosync
+lmdb-lightning-stream=yes
+lmdb-flag-deleted=yes
+lmdb-random-ids=yes
+local-address=127.0.0.1:${DNS[$1]}
+socket-dir=$d
+api=yes
+api-key=secret
+webserver=yes
+webserver-address=127.0.0.1
+webserver-port=${WEB[$1]}
+webserver-allow-from=127.0.0.0/8
+zone-cache-refresh-interval=0
+cache-ttl=0
+negquery-cache-ttl=0
+query-cache-ttl=0
+dnssec-key-cache-ttl=0
+zone-metadata-cache-ttl=0
+consistent-backends=yes
+security-poll-suffix=
+CONF
+    chroot "$ROOT" /usr/sbin/pdns_server --config-dir="$d" --daemon=no --guardian=no --disable-syslog \
+        --write-pid=no > "$W/auth$1.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 200); do
+        dig +short +time=1 +tries=1 @127.0.0.1 -p "${DNS[$1]}" version.bind CH TXT >/dev/null 2>&1 && return 0
+        sleep 0.05
+    done
+    fail "auth$1 did not start"
+}
+
+declare -A SYNC_PID
+start_sync() { # N
+    local d=$W/auth$1
+    cat > "$d/ls.yaml" <<YAML
+instance: auth$1
+lmdbs:
+  main:
+    path: $d/pdns.lmdb
+    schema_tracks_changes: true
+    options: {no_subdir: true, create: true, file_mask: 0600}
+  shard:
+    path: $d/pdns.lmdb-0
+    schema_tracks_changes: true
+    options: {no_subdir: true, create: true, file_mask: 0600}
+storage:
+  type: s3
+  options:
+    endpoint_url: $S3
+    bucket: pdns49
+    create_bucket: true
+    access_key: AKIAIOSFODNN7EXAMPLE
+    secret_key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
+lmdb_poll_interval: 200ms
+storage_poll_interval: 200ms
+log: {level: info, format: logfmt}
+YAML
+    "$LS" -c "$d/ls.yaml" sync >> "$W/sync$1.log" 2>&1 &
+    SYNC_PID[$1]=$!
+    pids+=($!)
+}
+
+P() { local n=$1; shift; chroot "$ROOT" pdnsutil --config-dir="$W/auth$n" "$@"; }
+api() { # N METHOD PATH [DATA]
+    curl -sf -X "$2" -H "X-API-Key: secret" "http://127.0.0.1:${WEB[$1]}/api/v1/servers/localhost$3" ${4:+-d "$4"}
+}
+
+start_auth 1
+start_auth 2
+start_sync 1
+start_sync 2
+
+now_ms() { date +%s%3N; }
+passed=0
+ok() { printf 'ok   %-60s %6d ms\n' "$1" "$2"; passed=$((passed + 1)); }
+# until NAME CMD...: retries CMD until it succeeds (30 s at most), then reports the time
+until_ok() {
+    local name=$1 t0
+    shift
+    t0=$(now_ms)
+    until "$@" >/dev/null 2>&1; do
+        [ $(( $(now_ms) - t0 )) -lt 30000 ] || fail "$name"
+        sleep 0.05
+    done
+    ok "$name" $(( $(now_ms) - t0 ))
+}
+answer() { dig +dnssec +time=1 +tries=1 @127.0.0.1 -p "${DNS[$1]}" "$2" "$3" | sed -n '/ANSWER SECTION/,/^$/p'; }
+has() { answer "$1" "$2" "$3" | grep -Eq "$4"; }
+lacks() { ! has "$@"; }
+same_answers() { [ "$(answer 1 "$1" "$2" | sort)" = "$(answer 2 "$1" "$2" | sort)" ] && [ -n "$(answer 1 "$1" "$2")" ]; }
+
+P 1 create-zone example.org ns1.example.org >/dev/null
+P 1 add-record example.org www A 300 192.0.2.1 >/dev/null
+until_ok "zone + record created on 1, served by 2" has 2 www.example.org A "192\.0\.2\.1"
+
+P 2 add-record example.org mail A 300 192.0.2.25 >/dev/null
+until_ok "record added on 2, served by 1" has 1 mail.example.org A "192\.0\.2\.25"
+
+P 1 replace-rrset example.org www A 300 192.0.2.2 >/dev/null
+until_ok "record changed on 1, served by 2" has 2 www.example.org A "192\.0\.2\.2$"
+
+P 2 delete-rrset example.org mail A >/dev/null
+until_ok "record deleted on 2, gone on 1" lacks 1 mail.example.org A "192\.0\.2\.25"
+
+# Both sides change the same RRset at once: last writer wins, the same everywhere.
+P 1 replace-rrset example.org race A 300 198.51.100.1 >/dev/null &
+r1=$!
+P 2 replace-rrset example.org race A 300 198.51.100.2 >/dev/null &
+r2=$!
+wait "$r1" "$r2"
+until_ok "concurrent edits of one RRset end identical" same_answers race.example.org A
+
+P 1 secure-zone example.org >/dev/null 2>&1
+P 1 set-meta example.org X-LS-TEST hello >/dev/null
+P 1 generate-tsig-key ls-test-key hmac-sha256 >/dev/null
+until_ok "secure-zone on 1, signed answers from 2" has 2 www.example.org A "RRSIG"
+meta_on_2() { P 2 get-meta example.org X-LS-TEST | grep -q hello; }
+tsig_on_2() { P 2 list-tsig-keys | grep -q ls-test-key; }
+until_ok "metadata set on 1, listed by 2" meta_on_2
+until_ok "TSIG key generated on 1, listed by 2" tsig_on_2
+
+api 2 POST /zones '{"name":"api.test.","kind":"Native","nameservers":["ns1.api.test."]}' >/dev/null
+api 2 PATCH /zones/api.test. '{"rrsets":[{"name":"a.api.test.","type":"A","ttl":60,"changetype":"REPLACE","records":[{"content":"192.0.2.9","disabled":false}]}]}' >/dev/null
+until_ok "zone created over the HTTP API on 2, served by 1" has 1 a.api.test A "192\.0\.2\.9"
+
+# Daemon 1 dies without warning; both sides keep changing; it comes back.
+kill -9 "${SYNC_PID[1]}"
+wait "${SYNC_PID[1]}" 2>/dev/null || true
+P 2 add-record example.org while-down-2 A 300 203.0.113.2 >/dev/null
+P 1 add-record example.org while-down-1 A 300 203.0.113.1 >/dev/null
+sleep 0.5
+start_sync 1
+until_ok "daemon 1 killed and restarted: 2's change reaches 1" has 1 while-down-2.example.org A "203\.0\.113\.2"
+until_ok "daemon 1 killed and restarted: 1's change reaches 2" has 2 while-down-1.example.org A "203\.0\.113\.1"
+
+# A large zone lands on 2 while Auth 2 keeps answering and taking writes.
+N=${BIG_ZONE_RECORDS:-20000}
+{
+    echo '$ORIGIN big.test.'
+    echo '@ 3600 IN SOA ns1.big.test. hostmaster.big.test. 1 3600 600 604800 300'
+    echo '@ 3600 IN NS ns1.big.test.'
+    for i in $(seq 1 "$N"); do echo "h$i 300 IN A 10.$((i / 65536 % 256)).$((i / 256 % 256)).$((i % 256))"; done
+} > "$W/big.zone"
+P 2 create-zone busy.test ns1.busy.test >/dev/null
+P 1 load-zone big.test "$W/big.zone" >/dev/null 2>&1
+t0=$(now_ms); worst=0; writes=0
+until has 2 "h$N.big.test" A "10\."; do
+    s=$(now_ms)
+    dig +time=2 +tries=1 @127.0.0.1 -p 5312 www.example.org A | grep -q "192.0.2.2" || fail "Auth 2 did not answer during the merge"
+    P 2 add-record busy.test "w$writes" A 300 192.0.2.77 >/dev/null 2>&1 || fail "Auth 2 refused a write during the merge"
+    writes=$((writes + 1))
+    e=$(( $(now_ms) - s )); [ "$e" -gt "$worst" ] && worst=$e
+    [ $(( $(now_ms) - t0 )) -lt 60000 ] || fail "$N-record zone never reached 2"
+done
+ok "$N-record zone loaded on 1, served by 2 ($writes writes on 2 meanwhile, slowest query+write ${worst} ms)" $(( $(now_ms) - t0 ))
+grep -q "Loaded remote update" "$W/sync2.log" || fail "daemon 2 merged nothing"
+until_ok "writes made on 2 during the merge reach 1" has 1 "w$((writes - 1)).busy.test" A "192\.0\.2\.77"
+
+if [ -n "${BIG_API_RECORDS:-}" ]; then
+    M=$BIG_API_RECORDS
+    api 1 POST /zones '{"name":"api-big.test.","kind":"Native","nameservers":["ns1.api-big.test."]}' >/dev/null
+    python3 - "$M" > "$W/rrsets.json" <<'PY'
+import json, sys
+n = int(sys.argv[1])
+print(json.dumps({"rrsets": [{"name": f"r{i}.api-big.test.", "type": "A", "ttl": 60, "changetype": "REPLACE",
+    "records": [{"content": f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", "disabled": False}]} for i in range(n)]}))
+PY
+    t0=$(now_ms)
+    curl -sf -X PATCH -H "X-API-Key: secret" "http://127.0.0.1:8111/api/v1/servers/localhost/zones/api-big.test." \
+        --data-binary "@$W/rrsets.json" >/dev/null || fail "API PATCH of $M records"
+    t1=$(now_ms)
+    until has 2 "r$((M - 1)).api-big.test" A "10\."; do
+        [ $(( $(now_ms) - t0 )) -lt 600000 ] || fail "$M API records never reached 2"
+        sleep 0.1
+    done
+    ok "$M records created over the API on 1 (API took $((t1 - t0)) ms), all served by 2" $(( $(now_ms) - t0 ))
+fi
+
+P 2 delete-zone example.org >/dev/null
+until_ok "zone deleted on 2, gone on 1" lacks 1 www.example.org A "192\.0\.2\.2"
+
+grep -E 'level=(error|fatal)' "$W"/sync*.log && fail "errors in the daemon logs"
+echo "pdns49-e2e: $passed passed, 0 failed"
