@@ -155,6 +155,11 @@ api() { # N METHOD PATH [DATA]
 
 start_auth 1
 start_auth 2
+# Let Auth finish creating and upgrading its LMDB files before the daemons open them.
+for n in 1 2; do
+    for _ in $(seq 100); do [ -e "$W/auth$n/pdns.lmdb-0" ] && break; sleep 0.05; done
+done
+sleep 0.5
 start_sync 1
 start_sync 2
 

@@ -137,7 +137,8 @@ fn merge_once(
         source,
     };
     let t0 = Instant::now();
-    let mut txn = env.begin_rw().map_err(lmdb_err)?;
+    let mut txn =
+        super::retry_lmdb("Starting a write transaction", || env.begin_rw()).map_err(lmdb_err)?;
     let txn_id = crate::lmdb::Txn::id(&txn);
     let local_changed = last_synced_txn_id < txn_id.saturating_sub(1);
     let shadow_err = |e: crate::shadow::ShadowError| FetchError::Shadow {

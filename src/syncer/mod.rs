@@ -91,6 +91,27 @@ pub fn hostname() -> String {
         .unwrap_or_default()
 }
 
+/// Runs an LMDB call, retrying it a few times: while an application initialises a fresh LMDB
+/// next to us (PowerDNS creates and upgrades its files on first use) the first attempts to start
+/// a transaction can fail, and that must not end the daemon.
+pub(crate) fn retry_lmdb<T>(
+    what: &str,
+    mut f: impl FnMut() -> Result<T, crate::lmdb::LmdbError>,
+) -> Result<T, crate::lmdb::LmdbError> {
+    let mut attempt = 1;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < 5 && !e.is_map_full() => {
+                log::warn!(error = e.to_string(), attempt = attempt; "{what} failed, retrying");
+                std::thread::sleep(Duration::from_millis(200 * attempt));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 fn shorthash(name: &str) -> String {
     SnapshotName::parse(name)
         .map(|n| n.shorthash())
@@ -322,7 +343,8 @@ impl Syncer {
     fn send_once(&mut self) -> anyhow::Result<u64> {
         let t0 = Instant::now();
         let (txn_id, ts, dumped, time_acquire, time_copy_shadow) = if self.load_opts.native {
-            let txn = self.env.begin_ro().context("starting read transaction")?;
+            let txn = retry_lmdb("Starting a read transaction", || self.env.begin_ro())
+                .context("starting read transaction")?;
             let ts = now_ns();
             let txn_id = txn.id();
             let time_acquire = t0.elapsed();
@@ -333,7 +355,8 @@ impl Syncer {
             };
             (txn_id, ts, dumped, time_acquire, Duration::ZERO)
         } else {
-            let mut txn = self.env.begin_rw().context("starting write transaction")?;
+            let mut txn = retry_lmdb("Starting a write transaction", || self.env.begin_rw())
+                .context("starting write transaction")?;
             let ts = now_ns();
             let time_acquire = t0.elapsed();
             let pass = crate::shadow::main_to_shadow(
@@ -435,7 +458,8 @@ impl Syncer {
         if !self.load_opts.native && has_data_at_start {
             // Data found at start-up gets timestamp 1 ns: anything written anywhere since wins.
             log::info!(db = self.db; "Syncing main to shadow, in case data was changed before start");
-            let mut txn = self.env.begin_rw().context("starting write transaction")?;
+            let mut txn = retry_lmdb("Starting a write transaction", || self.env.begin_rw())
+                .context("starting write transaction")?;
             crate::shadow::main_to_shadow(&mut txn, 1, self.load_opts.dupsort_hack, 0)
                 .with_context(|| format!("syncing main to shadow in LMDB {:?}", self.db))?;
             txn.commit().context("committing the shadow update")?;
