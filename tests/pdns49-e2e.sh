@@ -98,6 +98,7 @@ webserver=yes
 webserver-address=127.0.0.1
 webserver-port=${WEB[$1]}
 webserver-allow-from=127.0.0.0/8
+webserver-max-bodysize=256
 zone-cache-refresh-interval=0
 cache-ttl=0
 negquery-cache-ttl=0
