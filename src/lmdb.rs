@@ -2,16 +2,21 @@
 //! LMDB 0.9 C library that lmdb-rkv bundles, the same on-disk and lock format PowerDNS uses)
 //! because lmdb-rkv's safe API cannot open DBIs by raw byte names, panics on unknown DBI flag
 //! bits, and lets an iterator outlive its cursor. The types here make the known traps impossible:
-//! one [`Env`] per path per process (a second open + close would drop the process's fcntl locks),
-//! DBIs opened inside a transaction under a per-env lock, cursors and borrowed values tied to
-//! their transaction's lifetime, and every LMDB error turned into an [`LmdbError`] with context.
+//! one [`Env`] per path per process (a second open + close would drop the process's fcntl locks,
+//! so a reopen also waits for a closing copy to finish), LMDB's rules for the process-wide DBI
+//! handle table enforced (see [`Txn::open_dbi`]), the map only resized while this process has no
+//! transaction, cursors and borrowed values tied to their transaction's lifetime, and every LMDB
+//! error turned into an [`LmdbError`] with context.
 
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::marker::PhantomData;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::thread::ThreadId;
 
 use lmdb_sys as ffi;
 
@@ -43,6 +48,20 @@ pub enum LmdbError {
     BadKey { op: &'static str, len: usize },
     #[error("LMDB {op}: DBI name {name:?} contains a NUL byte")]
     BadName { op: &'static str, name: String },
+    /// A second transaction of the same thread needs the DBI table while the first still holds
+    /// it (waiting would deadlock).
+    #[error(
+        "LMDB {op} {name:?}: another open transaction of this thread has opened DBIs; \
+         LMDB allows only one such transaction at a time"
+    )]
+    DbiTableBusy { op: &'static str, name: String },
+    /// New DBI handles were published after this transaction began; LMDB would hand out a slot
+    /// that is already taken.
+    #[error(
+        "LMDB {op} {name:?}: DBI handles were opened by another transaction since this one \
+         began; retry in a new transaction"
+    )]
+    DbiTableChanged { op: &'static str, name: String },
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
@@ -59,6 +78,12 @@ impl LmdbError {
 }
 
 pub type Result<T> = std::result::Result<T, LmdbError>;
+
+/// Locks `m`, ignoring poisoning: every critical section here leaves its data consistent
+/// between statements, so a panic elsewhere does not make it unusable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 fn check(op: &'static str, rc: i32) -> Result<()> {
     if rc == 0 {
@@ -159,23 +184,53 @@ impl From<ffi::MDB_stat> for DbStat {
 pub struct Env {
     ptr: *mut ffi::MDB_env,
     path: PathBuf,
-    key: PathBuf,
-    /// `mdb_dbi_open` must not run in two transactions of one env at once.
-    dbi_lock: Mutex<()>,
-    /// Transactions of this process open on the env: the map may only be resized at zero.
-    active: std::sync::atomic::AtomicUsize,
+    /// The registry key; `None` until registered (an env that failed to open never is).
+    key: Option<PathBuf>,
+    /// Our view of LMDB's process-wide DBI handle table (see [`Txn::open_dbi`]).
+    dbis: Mutex<DbiTable>,
+    /// Signalled when a transaction gives up the DBI table.
+    dbis_released: Condvar,
+    /// Transactions of this process open on the env. Counted before `mdb_txn_begin` and held
+    /// locked while resizing, because `mdb_env_set_mapsize` remaps under any live transaction.
+    active: Mutex<usize>,
+    next_serial: AtomicU64,
+}
+
+/// LMDB keeps one DBI handle table per env and process. `mdb_dbi_open` adds a slot for a name
+/// not yet open; the slot becomes visible to other transactions only when its transaction ends,
+/// and only to transactions begun after that (each copies the slot count at its start). Two
+/// transactions adding slots concurrently, or one adding a slot after another published one it
+/// cannot see, get the same slot for different names — a handle that later reads or writes the
+/// wrong DBI. So: at most one live transaction (the owner) may add slots, and only if nothing
+/// was published since it began.
+#[derive(Default)]
+struct DbiTable {
+    /// Names whose handles are published: the generation that published them, and the slot.
+    published: HashMap<Vec<u8>, (u64, ffi::MDB_dbi)>,
+    /// Bumped whenever a transaction publishes new handles.
+    generation: u64,
+    /// The transaction (serial, thread) allowed to add slots.
+    owner: Option<(u64, ThreadId)>,
 }
 
 // SAFETY: an MDB_env may be used from any thread; with MDB_NOTLS read transactions are not tied
 // to threads either. Write transactions are serialised by LMDB's own mutex.
 unsafe impl Send for Env {}
-// SAFETY: as above; all mutation of shared state goes through LMDB's locks or `dbi_lock`.
+// SAFETY: as above; all mutation of shared state goes through LMDB's locks or our mutexes.
 unsafe impl Sync for Env {}
 
-fn registry() -> &'static Mutex<HashMap<PathBuf, Weak<Env>>> {
-    static REGISTRY: std::sync::OnceLock<Mutex<HashMap<PathBuf, Weak<Env>>>> =
-        std::sync::OnceLock::new();
-    REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))
+/// The process's open envs. An entry stays until its env is closed (not just until the last
+/// `Arc` is gone), so a reopen cannot race with the close of the previous copy.
+#[derive(Default)]
+struct Registry {
+    envs: Mutex<HashMap<PathBuf, Weak<Env>>>,
+    /// Signalled when an env has been closed and its entry removed.
+    closed: Condvar,
+}
+
+fn registry() -> &'static Registry {
+    static REGISTRY: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    REGISTRY.get_or_init(Registry::default)
 }
 
 /// The identity of an LMDB for the one-env-per-path rule: the canonical path of its data file
@@ -217,10 +272,22 @@ impl Env {
     /// Opens the LMDB at `path` (creating it with `opts.create`), or returns the one this process
     /// already has open there.
     pub fn open(path: &Path, opts: &EnvOptions) -> Result<Arc<Env>> {
-        let mut reg = registry().lock().unwrap_or_else(|e| e.into_inner());
-        reg.retain(|_, w| w.strong_count() > 0);
-        if let Some(env) = reg.get(&identity(path)).and_then(Weak::upgrade) {
-            return Ok(env);
+        let reg = registry();
+        let mut envs = lock(&reg.envs);
+        let key = identity(path);
+        loop {
+            match envs.get(&key).map(Weak::upgrade) {
+                None => break,
+                Some(Some(env)) => return Ok(env),
+                // The last reference is gone but mdb_env_close has not finished: opening now and
+                // then closing the old copy would drop the new copy's locks.
+                Some(None) => {
+                    envs = reg
+                        .closed
+                        .wait(envs)
+                        .unwrap_or_else(PoisonError::into_inner)
+                }
+            }
         }
         if opts.create {
             let dir = if opts.no_subdir {
@@ -249,9 +316,12 @@ impl Env {
                 },
             )?;
         }
-        let env = Env::open_raw(path, opts)?;
+        let mut env = Env::open_raw(path, opts)?;
+        // The file exists now, so this is its canonical identity even if `key` was a guess.
+        let key = identity(path);
+        env.key = Some(key.clone());
         let env = Arc::new(env);
-        reg.insert(env.key.clone(), Arc::downgrade(&env));
+        envs.insert(key, Arc::downgrade(&env));
         Ok(env)
     }
 
@@ -263,12 +333,14 @@ impl Env {
         let mut ptr: *mut ffi::MDB_env = std::ptr::null_mut();
         // SAFETY: mdb_env_create writes a new handle into `ptr`.
         check("env_create", unsafe { ffi::mdb_env_create(&mut ptr) })?;
-        let mut env = Env {
+        let env = Env {
             ptr,
             path: path.to_path_buf(),
-            key: PathBuf::new(),
-            dbi_lock: Mutex::new(()),
-            active: std::sync::atomic::AtomicUsize::new(0),
+            key: None,
+            dbis: Mutex::new(DbiTable::default()),
+            dbis_released: Condvar::new(),
+            active: Mutex::new(0),
+            next_serial: AtomicU64::new(0),
         };
         let max_dbs = if opts.max_dbs == 0 { 64 } else { opts.max_dbs };
         // SAFETY: `ptr` is a valid, not yet opened env handle (closed by Drop on error).
@@ -312,7 +384,6 @@ impl Env {
             },
             other => other,
         })?;
-        env.key = identity(path);
         Ok(env)
     }
 
@@ -343,24 +414,40 @@ impl Env {
         Ok(s.into())
     }
 
-    fn begin(&self, flags: u32) -> Result<*mut ffi::MDB_txn> {
-        let mut txn = std::ptr::null_mut();
-        // SAFETY: `self.ptr` is an open env; LMDB writes the new txn handle.
-        let mut rc = unsafe { ffi::mdb_txn_begin(self.ptr, std::ptr::null_mut(), flags, &mut txn) };
-        if rc == ffi::MDB_MAP_RESIZED && self.adopt_file_map_size()? {
+    fn begin(&self, flags: u32) -> Result<TxnInner<'_>> {
+        // Read before the txn starts: a publish in between only makes this txn more cautious.
+        let begin_gen = lock(&self.dbis).generation;
+        let mut retried = false;
+        loop {
+            *lock(&self.active) += 1;
+            let mut txn = std::ptr::null_mut();
+            // SAFETY: `self.ptr` is an open env; LMDB writes the new txn handle. Counting the
+            // txn first keeps adopt_file_map_size from remapping under it.
+            let rc = unsafe { ffi::mdb_txn_begin(self.ptr, std::ptr::null_mut(), flags, &mut txn) };
+            if rc == 0 {
+                return Ok(TxnInner {
+                    ptr: txn,
+                    env: self,
+                    serial: self.next_serial.fetch_add(1, Ordering::Relaxed),
+                    begin_gen,
+                    owns_table: Cell::new(false),
+                    pending: RefCell::new(Vec::new()),
+                    _not_send: PhantomData,
+                });
+            }
+            self.txn_ended();
             // Another process (PowerDNS) grew the map beyond ours: follow it and try again.
-            // SAFETY: as above.
-            rc = unsafe { ffi::mdb_txn_begin(self.ptr, std::ptr::null_mut(), flags, &mut txn) };
+            if rc == ffi::MDB_MAP_RESIZED && !retried && self.adopt_file_map_size()? {
+                retried = true;
+                continue;
+            }
+            check("txn_begin", rc)?;
         }
-        check("txn_begin", rc)?;
-        self.active
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Ok(txn)
     }
 
     fn txn_ended(&self) {
-        self.active
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        let mut active = lock(&self.active);
+        *active = active.saturating_sub(1);
     }
 
     /// Takes the map size recorded in the file when it is larger than ours: the applications
@@ -369,36 +456,31 @@ impl Env {
     /// has no transaction open on the env; then nothing is done and `false` returned. Returns
     /// whether the map grew.
     pub fn adopt_file_map_size(&self) -> Result<bool> {
-        if self.active.load(std::sync::atomic::Ordering::SeqCst) != 0 {
+        let active = lock(&self.active);
+        if *active != 0 {
             return Ok(false);
         }
         let before = self.info()?.map_size;
-        // SAFETY: no transaction of this process is open on the env (checked above; callers
-        // keep transactions on the thread that calls this), as mdb_env_set_mapsize requires.
+        // SAFETY: no transaction of this process is open on the env, and none can start while
+        // `active` stays locked (begin counts before mdb_txn_begin), as mdb_env_set_mapsize
+        // requires.
         check("env_set_mapsize", unsafe {
             ffi::mdb_env_set_mapsize(self.ptr, 0)
         })?;
+        drop(active);
         Ok(self.info()?.map_size > before)
     }
 
     pub fn begin_ro(&self) -> Result<RoTxn<'_>> {
         Ok(RoTxn {
-            inner: TxnInner {
-                ptr: self.begin(ffi::MDB_RDONLY)?,
-                env: self,
-                _not_send: PhantomData,
-            },
+            inner: self.begin(ffi::MDB_RDONLY)?,
         })
     }
 
     /// Starts a write transaction, waiting for LMDB's write lock (shared with other processes).
     pub fn begin_rw(&self) -> Result<RwTxn<'_>> {
         Ok(RwTxn {
-            inner: TxnInner {
-                ptr: self.begin(0)?,
-                env: self,
-                _not_send: PhantomData,
-            },
+            inner: self.begin(0)?,
         })
     }
 
@@ -412,8 +494,22 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
+        let Some(key) = &self.key else {
+            // Never registered (failed open): nobody can be waiting for it.
+            // SAFETY: no transaction can outlive the env (they borrow it).
+            unsafe { ffi::mdb_env_close(self.ptr) };
+            return;
+        };
+        let reg = registry();
+        // Holding the registry while closing makes a concurrent Env::open of the same path wait.
+        let mut envs = lock(&reg.envs);
         // SAFETY: no transaction can outlive the env (they borrow it), so closing is safe.
         unsafe { ffi::mdb_env_close(self.ptr) };
+        if envs.get(key).is_some_and(|w| w.strong_count() == 0) {
+            envs.remove(key);
+        }
+        drop(envs);
+        reg.closed.notify_all();
     }
 }
 
@@ -424,35 +520,130 @@ pub struct Dbi(ffi::MDB_dbi);
 struct TxnInner<'env> {
     ptr: *mut ffi::MDB_txn,
     env: &'env Env,
+    /// Identifies this txn as the owner of the DBI table.
+    serial: u64,
+    /// `DbiTable::generation` when the txn began.
+    begin_gen: u64,
+    owns_table: Cell<bool>,
+    /// Names (and slots) this txn opened while owning the table; published if the txn ends
+    /// keeping them.
+    pending: RefCell<Vec<(Vec<u8>, ffi::MDB_dbi)>>,
     /// LMDB write transactions must stay on their thread; keep both kinds !Send.
     _not_send: PhantomData<*const ()>,
 }
 
+/// How a transaction ends.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum End {
+    Commit,
+    Abort,
+}
+
 impl TxnInner<'_> {
-    fn open_dbi(&self, name: Option<&[u8]>, flags: u32, op: &'static str) -> Result<Option<Dbi>> {
-        let cname = match name {
-            Some(n) => Some(CString::new(n).map_err(|_| LmdbError::BadName {
-                op,
-                name: String::from_utf8_lossy(n).into_owned(),
-            })?),
-            None => None,
-        };
+    /// Makes this txn the owner of the DBI table (see [`DbiTable`]), waiting for another
+    /// thread's owner to end.
+    fn own_table<'a>(
+        &self,
+        mut table: MutexGuard<'a, DbiTable>,
+        op: &'static str,
+        name: &[u8],
+    ) -> Result<MutexGuard<'a, DbiTable>> {
+        let me = std::thread::current().id();
+        loop {
+            match table.owner {
+                None => {
+                    table.owner = Some((self.serial, me));
+                    self.owns_table.set(true);
+                    return Ok(table);
+                }
+                Some((serial, _)) if serial == self.serial => return Ok(table),
+                Some((_, thread)) if thread == me => {
+                    return Err(LmdbError::DbiTableBusy {
+                        op,
+                        name: String::from_utf8_lossy(name).into_owned(),
+                    });
+                }
+                Some(_) => {
+                    table = self
+                        .env
+                        .dbis_released
+                        .wait(table)
+                        .unwrap_or_else(PoisonError::into_inner);
+                }
+            }
+        }
+    }
+
+    fn open_dbi(&self, name: &[u8], flags: u32, op: &'static str) -> Result<Option<Dbi>> {
+        let cname = CString::new(name).map_err(|_| LmdbError::BadName {
+            op,
+            name: String::from_utf8_lossy(name).into_owned(),
+        })?;
+        // Held across mdb_dbi_open: it reads and writes the shared table without locking.
+        let mut table = lock(&self.env.dbis);
+        // A handle published before this txn began is within its slot count: LMDB just finds it.
+        let visible = table
+            .published
+            .get(name)
+            .is_some_and(|&(generation, _)| generation <= self.begin_gen);
+        if !visible {
+            table = self.own_table(table, op, name)?;
+            if table.generation != self.begin_gen {
+                return Err(LmdbError::DbiTableChanged {
+                    op,
+                    name: String::from_utf8_lossy(name).into_owned(),
+                });
+            }
+        }
         let mut dbi: ffi::MDB_dbi = 0;
-        let _guard = self.env.dbi_lock.lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: `self.ptr` is a live txn; the name is NUL-terminated; opens are serialised.
-        let rc = unsafe {
-            ffi::mdb_dbi_open(
-                self.ptr,
-                cname.as_ref().map_or(std::ptr::null(), |c| c.as_ptr()),
-                flags,
-                &mut dbi,
-            )
-        };
+        // SAFETY: `self.ptr` is a live txn; the name is NUL-terminated; the table lock and the
+        // ownership rule above keep LMDB's handle table consistent.
+        let rc = unsafe { ffi::mdb_dbi_open(self.ptr, cname.as_ptr(), flags, &mut dbi) };
         if rc == ffi::MDB_NOTFOUND {
             return Ok(None);
         }
         check(op, rc)?;
+        drop(table);
+        if !visible {
+            let mut pending = self.pending.borrow_mut();
+            if !pending.iter().any(|(n, _)| n == name) {
+                pending.push((name.to_vec(), dbi));
+            }
+        }
         Ok(Some(Dbi(dbi)))
+    }
+
+    /// Ends the txn; publishes the DBI handles it opened when LMDB keeps them. Returns LMDB's
+    /// result code.
+    fn end(&self, how: End) -> i32 {
+        // An owner's end changes LMDB's table (publishing or freeing its new slots), so it must
+        // not overlap another txn's mdb_dbi_open.
+        let table = self.owns_table.get().then(|| lock(&self.env.dbis));
+        let rc = match how {
+            // SAFETY: the txn is live and is not used again (callers guarantee a single end).
+            // Committing a read-only txn writes nothing and keeps its DBI handles, unlike abort.
+            End::Commit => unsafe { ffi::mdb_txn_commit(self.ptr) },
+            End::Abort => {
+                // SAFETY: as above.
+                unsafe { ffi::mdb_txn_abort(self.ptr) };
+                0
+            }
+        };
+        if let Some(mut table) = table {
+            let pending = self.pending.take();
+            if how == End::Commit && rc == 0 && !pending.is_empty() {
+                table.generation += 1;
+                let generation = table.generation;
+                for (name, dbi) in pending {
+                    table.published.insert(name, (generation, dbi));
+                }
+            }
+            table.owner = None;
+            drop(table);
+            self.env.dbis_released.notify_all();
+        }
+        self.env.txn_ended();
+        rc
     }
 }
 
@@ -485,7 +676,16 @@ pub trait Txn: sealed::RawTxn {
         Ok(names)
     }
 
-    /// Opens an existing named DBI; `None` when there is none of that name.
+    /// Opens an existing named DBI; `None` when there is none of that name. The handle stays
+    /// valid in transactions begun after this one ends (a read txn ends by commit for that).
+    ///
+    /// LMDB's handle table is shared by the whole process: a name opened for the first time
+    /// takes a slot that others see only after this txn ends. So while one live txn holds such
+    /// new handles, another txn of the same thread gets [`LmdbError::DbiTableBusy`] for a new
+    /// name and a txn of another thread waits (do not then wait on that thread, e.g. by starting
+    /// a write txn while it holds LMDB's write lock); and a txn begun before new handles were
+    /// published gets [`LmdbError::DbiTableChanged`]. Names already published before the txn
+    /// began always open without waiting. Open DBIs early in a fresh txn to never see either.
     fn open_dbi(&self, name: &[u8]) -> Result<Option<Dbi>>;
 
     /// The DBI's persistent flags; bits LMDB does not know are kept out rather than panicking.
@@ -549,19 +749,15 @@ impl sealed::RawTxn for RoTxn<'_> {
 
 impl Txn for RoTxn<'_> {
     fn open_dbi(&self, name: &[u8]) -> Result<Option<Dbi>> {
-        self.inner.open_dbi(Some(name), 0, "dbi_open")
+        self.inner.open_dbi(name, 0, "dbi_open")
     }
 }
 
 impl Drop for RoTxn<'_> {
     fn drop(&mut self) {
         // Committing (not aborting) a read transaction keeps the DBI handles opened in it valid
-        // for later transactions; it writes nothing.
-        // SAFETY: the txn is live and ends here.
-        unsafe {
-            ffi::mdb_txn_commit(self.inner.ptr);
-        }
-        self.inner.env.txn_ended();
+        // for later transactions; it writes nothing and cannot fail in a way we could act on.
+        self.inner.end(End::Commit);
     }
 }
 
@@ -577,7 +773,7 @@ impl sealed::RawTxn for RwTxn<'_> {
 
 impl Txn for RwTxn<'_> {
     fn open_dbi(&self, name: &[u8]) -> Result<Option<Dbi>> {
-        self.inner.open_dbi(Some(name), 0, "dbi_open")
+        self.inner.open_dbi(name, 0, "dbi_open")
     }
 }
 
@@ -586,7 +782,7 @@ impl RwTxn<'_> {
     /// Unknown bits make LMDB refuse (EINVAL), reported as an error.
     pub fn create_dbi(&mut self, name: &[u8], flags: u32) -> Result<Dbi> {
         let flags = ffi::MDB_CREATE | (flags & 0xffff);
-        match self.inner.open_dbi(Some(name), flags, "dbi_create")? {
+        match self.inner.open_dbi(name, flags, "dbi_create")? {
             Some(d) => Ok(d),
             None => Err(LmdbError::Lmdb {
                 op: "dbi_create",
@@ -619,22 +815,34 @@ impl RwTxn<'_> {
         Ok(true)
     }
 
-    /// Empties the DBI, or deletes it altogether with `delete`.
+    /// Empties the DBI, or deletes it altogether with `delete`. A deleted DBI's handle is closed
+    /// for the whole process at once (LMDB does that even if this txn is later aborted), so no
+    /// other code may still use a copy of it.
     pub fn drop_dbi(&mut self, dbi: Dbi, delete: bool) -> Result<()> {
-        // SAFETY: live write txn.
-        check("drop", unsafe {
-            ffi::mdb_drop(self.inner.ptr, dbi.0, i32::from(delete))
-        })
+        if !delete {
+            // SAFETY: live write txn.
+            return check("drop", unsafe { ffi::mdb_drop(self.inner.ptr, dbi.0, 0) });
+        }
+        // Deleting frees the handle's slot in LMDB's shared table: same rules as opening.
+        let mut table = self.inner.own_table(
+            lock(&self.inner.env.dbis),
+            "drop",
+            format!("(handle {})", dbi.0).as_bytes(),
+        )?;
+        // SAFETY: live write txn; the table lock keeps the slot release from overlapping any
+        // other txn's mdb_dbi_open.
+        check("drop", unsafe { ffi::mdb_drop(self.inner.ptr, dbi.0, 1) })?;
+        // The slot may be reused for another name; forget whichever name it had.
+        self.inner.pending.borrow_mut().retain(|&(_, d)| d != dbi.0);
+        table.published.retain(|_, &mut (_, d)| d != dbi.0);
+        Ok(())
     }
 
     pub fn commit(self) -> Result<()> {
-        let (ptr, env) = (self.inner.ptr, self.inner.env);
-        std::mem::forget(self);
-        // SAFETY: the txn is live; commit frees it whatever the outcome, and `forget` keeps Drop
-        // from aborting it a second time.
-        let rc = unsafe { ffi::mdb_txn_commit(ptr) };
-        env.txn_ended();
-        check("commit", rc)
+        let this = std::mem::ManuallyDrop::new(self);
+        // Commit frees the txn whatever the outcome; ManuallyDrop keeps Drop from aborting it
+        // a second time.
+        check("commit", this.inner.end(End::Commit))
     }
 
     pub fn abort(self) {}
@@ -642,9 +850,7 @@ impl RwTxn<'_> {
 
 impl Drop for RwTxn<'_> {
     fn drop(&mut self) {
-        // SAFETY: a live txn that was neither committed nor aborted yet.
-        unsafe { ffi::mdb_txn_abort(self.inner.ptr) };
-        self.inner.env.txn_ended();
+        self.inner.end(End::Abort);
     }
 }
 
@@ -853,6 +1059,113 @@ mod tests {
             .err()
             .unwrap();
         assert!(e.to_string().contains("absent"), "{e}");
+    }
+
+    /// Creates DBIs a, b, c in a fresh LMDB and reopens it, so that no handle is open yet.
+    fn env_with_unopened_dbis(dir: &Path) -> Arc<Env> {
+        let path = dir.join("db");
+        {
+            let env = Env::open(&path, &opts()).unwrap();
+            let mut t = env.begin_rw().unwrap();
+            for n in [b"a", b"b", b"c"] {
+                let d = t.create_dbi(n, 0).unwrap();
+                t.put(d, b"k", n).unwrap();
+            }
+            t.commit().unwrap();
+        }
+        Env::open(&path, &opts()).unwrap()
+    }
+
+    #[test]
+    fn dbi_table_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = env_with_unopened_dbis(dir.path());
+        let t1 = env.begin_ro().unwrap();
+        let t2 = env.begin_ro().unwrap();
+        let a = t1.open_dbi(b"a").unwrap().unwrap();
+        // Two live txns adding handles could get the same slot for different names.
+        let e = t2.open_dbi(b"b").unwrap_err();
+        assert!(matches!(e, LmdbError::DbiTableBusy { .. }), "{e}");
+        drop(t1);
+        // t2 began before `a` was published: its slot count does not include it.
+        let e = t2.open_dbi(b"a").unwrap_err();
+        assert!(matches!(e, LmdbError::DbiTableChanged { .. }), "{e}");
+        drop(t2);
+        let t3 = env.begin_ro().unwrap();
+        assert_eq!(t3.open_dbi(b"a").unwrap(), Some(a));
+        let b = t3.open_dbi(b"b").unwrap().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(t3.get(a, b"k").unwrap(), Some(&b"a"[..]));
+        assert_eq!(t3.get(b, b"k").unwrap(), Some(&b"b"[..]));
+        drop(t3);
+        // Published handles can be reopened by concurrent txns of one thread.
+        let t4 = env.begin_ro().unwrap();
+        let t5 = env.begin_ro().unwrap();
+        assert_eq!(t4.open_dbi(b"a").unwrap(), Some(a));
+        assert_eq!(t5.open_dbi(b"b").unwrap(), Some(b));
+        drop((t4, t5));
+
+        // Another thread waits for the owner to end instead of failing.
+        let mut w = env.begin_rw().unwrap();
+        w.create_dbi(b"new", 0).unwrap();
+        let ended = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let reader = s.spawn(|| {
+                let t = env.begin_ro().unwrap();
+                let c = t.open_dbi(b"c").unwrap().unwrap();
+                assert!(ended.load(Ordering::SeqCst));
+                t.get(c, b"k").unwrap().map(<[u8]>::to_vec)
+            });
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            ended.store(true, Ordering::SeqCst);
+            w.abort();
+            assert_eq!(reader.join().unwrap(), Some(b"c".to_vec()));
+        });
+    }
+
+    #[test]
+    fn no_resize_under_a_live_txn() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = Env::open(&dir.path().join("db"), &opts()).unwrap();
+        let t = env.begin_ro().unwrap();
+        assert!(!env.adopt_file_map_size().unwrap());
+        drop(t);
+        // Nothing grew the file's map, so there is nothing to adopt.
+        assert!(!env.adopt_file_map_size().unwrap());
+    }
+
+    /// Whether this process holds an fcntl lock on `file`, per /proc/locks.
+    fn holds_lock(file: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let ino = std::fs::metadata(file).unwrap().ino().to_string();
+        let pid = std::process::id().to_string();
+        std::fs::read_to_string("/proc/locks")
+            .unwrap()
+            .lines()
+            .any(|l| {
+                let f: Vec<_> = l.split_whitespace().collect();
+                f.len() > 5 && f[4] == pid && f[5].rsplit(':').next() == Some(ino.as_str())
+            })
+    }
+
+    #[test]
+    fn reopen_racing_close_keeps_locks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let lockfile = dir.path().join("db-lock");
+        drop(Env::open(&path, &opts()).unwrap());
+        for _ in 0..20 {
+            let env = Env::open(&path, &opts()).unwrap();
+            let env = std::thread::scope(|s| {
+                let opener = s.spawn(|| Env::open(&path, &opts()).unwrap());
+                drop(env);
+                opener.join().unwrap()
+            });
+            assert!(holds_lock(&lockfile), "lost the LMDB lock");
+            drop(env);
+            // The check can see a lock go.
+            assert!(!holds_lock(&lockfile));
+        }
     }
 
     fn umask() -> u32 {
