@@ -11,26 +11,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+E2E_NAME=pdns49-e2e
+source tests/e2e-common.sh
 CACHE=${LS_TEST_CACHE:-/var/cache/lightningstream-tests}
 TARBALL=$CACHE/trixie-pdns49.tar.zst
-W=$(mktemp -d /tmp/pdns49-e2e.XXXXXX)
 ROOT=$W/root
-pids=()
-
-cleanup() {
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+RUN="chroot $ROOT"
+e2e_cleanup_extra() {
     for m in "$ROOT$W" "$ROOT/dev" "$ROOT/proc"; do mountpoint -q "$m" && umount -l "$m"; done
-    if [ "${KEEP:-}" = "" ]; then rm -rf "$W"; else echo "work files kept in $W"; fi
-}
-trap cleanup EXIT
-fail() {
-    echo "FAIL: $*"
-    for f in "$W"/*.log; do echo "--- $f"; tail -20 "$f"; done
-    exit 1
 }
 
-# The chroot: restored from the cache, or built (about a minute and a half) and cached.
+# The chroot: restored from the cache, or built (about half a minute here) and cached.
 need_pkgs=()
 command -v zstd >/dev/null || need_pkgs+=(zstd)
 command -v dig >/dev/null || need_pkgs+=(dnsutils)
@@ -69,119 +60,19 @@ mount --bind "$W" "$ROOT$W"
 AUTH_VERSION=$(chroot "$ROOT" dpkg-query -W -f '${Version}' pdns-server 2>/dev/null || true)
 case "$AUTH_VERSION" in 4.9.*) echo "PowerDNS Auth $AUTH_VERSION (trixie chroot)" ;; *) fail "no Auth 4.9 in the chroot ($AUTH_VERSION)" ;; esac
 
-cargo build --quiet --bin lightningstream --example s3_test_server
-LS=$PWD/target/debug/lightningstream
-target/debug/examples/s3_test_server "$W/s3" > "$W/s3.url" 2> "$W/s3.log" &
-pids+=($!)
-for _ in $(seq 100); do [ -s "$W/s3.url" ] && break; sleep 0.05; done
-S3=$(head -1 "$W/s3.url")
-[ -n "$S3" ] || fail "S3 test server did not start"
-
-DNS=(0 5311 5312)
-WEB=(0 8111 8112)
-start_auth() { # N
-    local d=$W/auth$1
-    mkdir -p "$d"
-    cat > "$d/pdns.conf" <<CONF
-launch=lmdb
-lmdb-filename=$d/pdns.lmdb
-lmdb-shards=1
-lmdb-sync-mode=nosync
-lmdb-lightning-stream=yes
-lmdb-flag-deleted=yes
-lmdb-random-ids=yes
-local-address=127.0.0.1:${DNS[$1]}
-socket-dir=$d
-api=yes
-api-key=secret
-webserver=yes
-webserver-address=127.0.0.1
-webserver-port=${WEB[$1]}
-webserver-allow-from=127.0.0.0/8
-webserver-max-bodysize=256
-zone-cache-refresh-interval=0
-cache-ttl=0
-negquery-cache-ttl=0
-query-cache-ttl=0
-dnssec-key-cache-ttl=0
-zone-metadata-cache-ttl=0
-consistent-backends=yes
-security-poll-suffix=
-CONF
-    chroot "$ROOT" /usr/sbin/pdns_server --config-dir="$d" --daemon=no --guardian=no --disable-syslog \
-        --write-pid=no > "$W/auth$1.log" 2>&1 &
-    pids+=($!)
-    for _ in $(seq 200); do
-        dig +short +time=1 +tries=1 @127.0.0.1 -p "${DNS[$1]}" version.bind CH TXT >/dev/null 2>&1 && return 0
-        sleep 0.05
-    done
-    fail "auth$1 did not start"
-}
-
-declare -A SYNC_PID
-start_sync() { # N
-    local d=$W/auth$1
-    cat > "$d/ls.yaml" <<YAML
-instance: auth$1
-lmdbs:
-  main:
-    path: $d/pdns.lmdb
-    schema_tracks_changes: true
-    options: {no_subdir: true, create: true, file_mask: 0600}
-  shard:
-    path: $d/pdns.lmdb-0
-    schema_tracks_changes: true
-    options: {no_subdir: true, create: true, file_mask: 0600}
-storage:
-  type: s3
-  options:
-    endpoint_url: $S3
-    bucket: pdns49
-    create_bucket: true
-    access_key: AKIAIOSFODNN7EXAMPLE
-    secret_key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
-lmdb_poll_interval: 200ms
-storage_poll_interval: 200ms
-log: {level: info, format: logfmt}
-YAML
-    "$LS" -c "$d/ls.yaml" sync >> "$W/sync$1.log" 2>&1 &
-    SYNC_PID[$1]=$!
-    pids+=($!)
-}
-
-P() { local n=$1; shift; chroot "$ROOT" pdnsutil --config-dir="$W/auth$n" "$@"; }
-api() { # N METHOD PATH [DATA]
-    curl -sf -X "$2" -H "X-API-Key: secret" "http://127.0.0.1:${WEB[$1]}/api/v1/servers/localhost$3" ${4:+-d "$4"}
-}
-
-start_auth 1
-start_auth 2
+start_s3
+AUTH49="lmdb-lightning-stream=yes
+lmdb-flag-deleted=yes"
+start_auth 1 "$AUTH49"
+start_auth 2 "$AUTH49"
 # Let Auth finish creating and upgrading its LMDB files before the daemons open them.
 for n in 1 2; do
     for _ in $(seq 100); do [ -e "$W/auth$n/pdns.lmdb-0" ] && break; sleep 0.05; done
 done
 sleep 0.5
-start_sync 1
-start_sync 2
-
-now_ms() { date +%s%3N; }
-passed=0
-ok() { printf 'ok   %-60s %6d ms\n' "$1" "$2"; passed=$((passed + 1)); }
-# until NAME CMD...: retries CMD until it succeeds (30 s at most), then reports the time
-until_ok() {
-    local name=$1 t0
-    shift
-    t0=$(now_ms)
-    until "$@" >/dev/null 2>&1; do
-        [ $(( $(now_ms) - t0 )) -lt 30000 ] || fail "$name"
-        sleep 0.05
-    done
-    ok "$name" $(( $(now_ms) - t0 ))
-}
-answer() { dig +dnssec +time=1 +tries=1 @127.0.0.1 -p "${DNS[$1]}" "$2" "$3" | sed -n '/ANSWER SECTION/,/^$/p'; }
-has() { answer "$1" "$2" "$3" | grep -Eq "$4"; }
-lacks() { ! has "$@"; }
-same_answers() { [ "$(answer 1 "$1" "$2" | sort)" = "$(answer 2 "$1" "$2" | sort)" ] && [ -n "$(answer 1 "$1" "$2")" ]; }
+NATIVE="    schema_tracks_changes: true"
+start_sync 1 "$NATIVE"
+start_sync 2 "$NATIVE"
 
 P 1 create-zone example.org ns1.example.org >/dev/null
 P 1 add-record example.org www A 300 192.0.2.1 >/dev/null
@@ -223,18 +114,13 @@ wait "${SYNC_PID[1]}" 2>/dev/null || true
 P 2 add-record example.org while-down-2 A 300 203.0.113.2 >/dev/null
 P 1 add-record example.org while-down-1 A 300 203.0.113.1 >/dev/null
 sleep 0.5
-start_sync 1
+start_sync 1 "$NATIVE"
 until_ok "daemon 1 killed and restarted: 2's change reaches 1" has 1 while-down-2.example.org A "203\.0\.113\.2"
 until_ok "daemon 1 killed and restarted: 1's change reaches 2" has 2 while-down-1.example.org A "203\.0\.113\.1"
 
 # A large zone lands on 2 while Auth 2 keeps answering and taking writes.
 N=${BIG_ZONE_RECORDS:-20000}
-{
-    echo '$ORIGIN big.test.'
-    echo '@ 3600 IN SOA ns1.big.test. hostmaster.big.test. 1 3600 600 604800 300'
-    echo '@ 3600 IN NS ns1.big.test.'
-    for i in $(seq 1 "$N"); do echo "h$i 300 IN A 10.$((i / 65536 % 256)).$((i / 256 % 256)).$((i % 256))"; done
-} > "$W/big.zone"
+big_zone_file big.test "$N" > "$W/big.zone"
 P 2 create-zone busy.test ns1.busy.test >/dev/null
 P 1 load-zone big.test "$W/big.zone" >/dev/null 2>&1
 t0=$(now_ms); worst=0; writes=0
