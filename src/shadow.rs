@@ -443,20 +443,21 @@ mod tests {
             .collect()
     }
 
+    fn scratch_env(dir: &std::path::Path) -> std::sync::Arc<Env> {
+        let o = EnvOptions {
+            no_subdir: true,
+            create: true,
+            map_size: 1 << 20,
+            ..Default::default()
+        };
+        Env::open(&dir.join("db"), &o).unwrap()
+    }
+
     /// The worked example of merge.md §8.
     #[test]
     fn worked_example() {
         let dir = tempfile::tempdir().unwrap();
-        let env = Env::open(
-            &dir.path().join("db"),
-            &EnvOptions {
-                no_subdir: true,
-                create: true,
-                map_size: 1 << 20,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let env = scratch_env(dir.path());
         let mut txn = env.begin_rw().unwrap();
         let foo = txn.create_dbi(b"foo", 0).unwrap();
         for (k, v) in [("a", "abc"), ("b", "xyz"), ("c", "cccccc")] {
@@ -505,16 +506,7 @@ mod tests {
     #[test]
     fn dupsort_dbis_round_trip() {
         let dir = tempfile::tempdir().unwrap();
-        let env = Env::open(
-            &dir.path().join("db"),
-            &EnvOptions {
-                no_subdir: true,
-                create: true,
-                map_size: 1 << 20,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let env = scratch_env(dir.path());
         let mut txn = env.begin_rw().unwrap();
         let ds = txn.create_dbi(b"ds", MDB_DUPSORT).unwrap();
         for v in ["v1", "v2", "v3"] {

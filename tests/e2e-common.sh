@@ -130,6 +130,23 @@ has() { answer "$1" "$2" "$3" | grep -Eq "$4"; }
 lacks() { ! has "$@"; }
 same_answers() { [ "$(answer 1 "$1" "$2" | sort)" = "$(answer 2 "$1" "$2" | sort)" ] && [ -n "$(answer 1 "$1" "$2")" ]; }
 
+# The first steps both scenarios share: a zone and records created, changed and deleted on
+# either side, each checked over DNS on the other server.
+record_steps() {
+    P 1 create-zone example.org ns1.example.org >/dev/null
+    P 1 add-record example.org www A 300 192.0.2.1 >/dev/null
+    until_ok "zone + record created on 1, served by 2" has 2 www.example.org A "192\.0\.2\.1"
+
+    P 2 add-record example.org mail A 300 192.0.2.25 >/dev/null
+    until_ok "record added on 2, served by 1" has 1 mail.example.org A "192\.0\.2\.25"
+
+    P 1 replace-rrset example.org www A 300 192.0.2.2 >/dev/null
+    until_ok "record changed on 1, served by 2" has 2 www.example.org A "192\.0\.2\.2$"
+
+    P 2 delete-rrset example.org mail A >/dev/null
+    until_ok "record deleted on 2, gone on 1" lacks 1 mail.example.org A "192\.0\.2\.25"
+}
+
 # big_zone_file NAME N: a zone file with N A records h1..hN.
 big_zone_file() {
     echo "\$ORIGIN $1."

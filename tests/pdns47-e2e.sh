@@ -30,18 +30,7 @@ SHADOW="    schema_tracks_changes: false
 start_sync 1 "$SHADOW"
 start_sync 2 "$SHADOW"
 
-P 1 create-zone example.org ns1.example.org >/dev/null
-P 1 add-record example.org www A 300 192.0.2.1 >/dev/null
-until_ok "zone + record created on 1, served by 2" has 2 www.example.org A "192\.0\.2\.1"
-
-P 2 add-record example.org mail A 300 192.0.2.25 >/dev/null
-until_ok "record added on 2, served by 1" has 1 mail.example.org A "192\.0\.2\.25"
-
-P 1 replace-rrset example.org www A 300 192.0.2.2 >/dev/null
-until_ok "record changed on 1, served by 2" has 2 www.example.org A "192\.0\.2\.2$"
-
-P 2 delete-rrset example.org mail A >/dev/null
-until_ok "record deleted on 2, gone on 1" lacks 1 mail.example.org A "192\.0\.2\.25"
+record_steps
 
 P 1 secure-zone example.org >/dev/null 2>&1
 until_ok "secure-zone on 1, signed answers from 2" has 2 www.example.org A "RRSIG"
