@@ -29,6 +29,8 @@ pub enum SnapshotError {
     },
     #[error("dupsort db {0:?} found and dupsort_hack disabled")]
     DupSort(String),
+    #[error("shadow DBI {0:?} is missing (main to shadow has not run)")]
+    MissingShadow(String),
     #[error("writing snapshot: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -111,14 +113,7 @@ pub fn write_snapshot<T: Txn, W: Write>(
             let d = txn
                 .open_dbi(&sname)
                 .map_err(lmdb_err)?
-                .ok_or_else(|| SnapshotError::Lmdb {
-                    dbi: lossy(&sname),
-                    source: LmdbError::Lmdb {
-                        op: "dbi_open",
-                        code: 0,
-                        msg: "shadow DBI missing (main→shadow has not run)".into(),
-                    },
-                })?;
+                .ok_or_else(|| SnapshotError::MissingShadow(lossy(&sname)))?;
             (d, sname)
         } else {
             (main, name.clone())
