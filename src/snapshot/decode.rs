@@ -23,8 +23,14 @@ const MAX_NAME_SIZE: u64 = 64 << 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
+    /// The bytes are not a valid gzip stream: bad header, CRC or size mismatch, truncated
+    /// member, trailing garbage. The object is corrupt.
     #[error("gzip: {0}")]
-    Gzip(String),
+    Gzip(#[source] std::io::Error),
+    /// Reading the compressed bytes themselves failed (disk or network): says nothing about the
+    /// object, which may be fine on a retry.
+    #[error("reading the snapshot: {0}")]
+    Read(#[source] std::io::Error),
     #[error("protobuf {at} at offset {offset}: {reason}")]
     Protobuf {
         at: &'static str,
@@ -81,10 +87,27 @@ struct KvPos {
     flags: u32,
 }
 
+/// The compressed input, remembering whether it failed: flate2 passes the source's errors
+/// through unchanged, so without this a disk error would look like a corrupt gzip stream.
+struct Source<R> {
+    inner: R,
+    failed: bool,
+}
+
+impl<R: Read> Read for Source<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let r = self.inner.read(buf);
+        if r.is_err() {
+            self.failed = true;
+        }
+        r
+    }
+}
+
 /// Walks the decompressed protobuf as a sequence of events; byte payloads of the last event
 /// live in `buf`.
 struct Decoder<R: Read> {
-    r: BufReader<MultiGzDecoder<R>>,
+    r: BufReader<MultiGzDecoder<Source<R>>>,
     pos: u64,
     /// Bytes left in the DBI message being read, if inside one.
     dbi_left: Option<u64>,
@@ -100,18 +123,33 @@ fn pb_err(at: &'static str, offset: u64, reason: impl Into<String>) -> DecodeErr
     }
 }
 
-fn gzip_err(e: std::io::Error) -> DecodeError {
-    DecodeError::Gzip(e.to_string())
-}
-
 impl<R: Read> Decoder<R> {
     fn new(compressed: R) -> Self {
         Decoder {
-            r: BufReader::with_capacity(256 * 1024, MultiGzDecoder::new(compressed)),
+            // MultiGzDecoder, never GzDecoder: the latter stops silently after the first member,
+            // and Go's reader (like ours) decodes concatenated members as one stream. It also
+            // rejects trailing bytes that are not a gzip member (< 10 bytes: unexpected EOF,
+            // otherwise an invalid header), as Go does, and checks CRC32 and ISIZE per member.
+            r: BufReader::with_capacity(
+                256 * 1024,
+                MultiGzDecoder::new(Source {
+                    inner: compressed,
+                    failed: false,
+                }),
+            ),
             pos: 0,
             dbi_left: None,
             buf: Vec::new(),
             kv: KvPos::default(),
+        }
+    }
+
+    /// Classifies an I/O error of the decompressing reader.
+    fn io_err(&self, e: std::io::Error) -> DecodeError {
+        if self.r.get_ref().get_ref().failed {
+            DecodeError::Read(e)
+        } else {
+            DecodeError::Gzip(e)
         }
     }
 
@@ -120,8 +158,12 @@ impl<R: Read> Decoder<R> {
         let start = self.pos;
         let mut v: u64 = 0;
         for shift in (0..70).step_by(7) {
-            let b = match self.r.fill_buf().map_err(gzip_err)?.first() {
-                Some(&b) => b,
+            let b = match self.r.fill_buf() {
+                Ok(buf) => buf.first().copied(),
+                Err(e) => return Err(self.io_err(e)),
+            };
+            let b = match b {
+                Some(b) => b,
                 None if shift == 0 => return Ok(None),
                 None => return Err(pb_err(at, start, "truncated varint")),
             };
@@ -152,7 +194,10 @@ impl<R: Read> Decoder<R> {
         out: &mut impl Write,
     ) -> Result<(), DecodeError> {
         let offset = self.pos;
-        let got = std::io::copy(&mut (&mut self.r).take(n), out).map_err(gzip_err)?;
+        let got = match std::io::copy(&mut (&mut self.r).take(n), out) {
+            Ok(got) => got,
+            Err(e) => return Err(self.io_err(e)),
+        };
         self.pos += got;
         if got != n {
             return Err(pb_err(
@@ -494,7 +539,7 @@ pub fn decode_all<R: Read>(
 ) -> Result<(SnapshotIndex, Vec<(usize, OwnedKv)>), DecodeError> {
     let mut bytes = Vec::new();
     let mut r = compressed;
-    r.read_to_end(&mut bytes).map_err(gzip_err)?;
+    r.read_to_end(&mut bytes).map_err(DecodeError::Read)?;
     let index = scan(&bytes[..])?;
     let mut entries = Vec::new();
     let mut er = EntryReader::new(&bytes[..]);
@@ -763,6 +808,262 @@ mod tests {
         assert!(validate_dbi(&idx(3, 1), &odd, false).is_err());
     }
 
+    /// Every cut of a valid object and every kind of trailing bytes is a gzip error, as in Go;
+    /// an extra empty member is fine.
+    #[test]
+    fn truncation_and_trailing_bytes() {
+        let good = build(&[("a", 0, vec![kv("k", "v", 1, 0)])]);
+        for cut in 0..good.len() {
+            match scan(&good[..cut]) {
+                Err(DecodeError::Gzip(_)) => {}
+                other => panic!("cut at {cut}: {other:?}"),
+            }
+        }
+        let tails: [&[u8]; 6] = [
+            b"\0",
+            b"\x1f\x8b",
+            &[0; 9],
+            &[0; 10],
+            &[0; 4096],
+            b"garbage after the member",
+        ];
+        for tail in tails {
+            let mut v = good.clone();
+            v.extend_from_slice(tail);
+            match scan(&v[..]) {
+                Err(e @ DecodeError::Gzip(_)) => {
+                    assert!(e.to_string().starts_with("gzip: "), "{e}");
+                }
+                other => panic!("tail {tail:?}: {other:?}"),
+            }
+        }
+        let mut v = good.clone();
+        v.extend(gz(b""));
+        assert_eq!(scan(&v[..]).unwrap(), scan(&good[..]).unwrap());
+        let mut bad_crc = good.clone();
+        let n = bad_crc.len();
+        bad_crc[n - 6] ^= 0x40;
+        let e = scan(&bad_crc[..]).unwrap_err();
+        assert!(e.to_string().contains("checksum"), "{e}");
+        assert!(matches!(scan(&b""[..]), Err(DecodeError::Gzip(_))));
+    }
+
+    /// An error of the underlying reader is reported as such, not as a corrupt object.
+    #[test]
+    fn source_errors_are_not_gzip_errors() {
+        struct Failing<'a>(&'a [u8]);
+        impl Read for Failing<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.0.is_empty() {
+                    return Err(std::io::Error::other("disk on fire"));
+                }
+                let n = self.0.read(buf)?;
+                Ok(n)
+            }
+        }
+        let good = build(&[("a", 0, vec![kv("k", "v", 1, 0)])]);
+        let e = scan(Failing(&good[..good.len() / 2])).unwrap_err();
+        assert!(matches!(e, DecodeError::Read(_)), "{e:?}");
+        assert!(e.to_string().contains("disk on fire"));
+        let mut r = EntryReader::new(Failing(&good[..20]));
+        assert!(matches!(r.next_entry(), Err(DecodeError::Read(_))));
+    }
+
+    /// A length claiming far more than the data holds fails when the data ends, and the buffer
+    /// only grew as far as the data went.
+    #[test]
+    fn hostile_lengths_do_not_allocate() {
+        // DBI of 2^40 bytes holding one entry that claims 200 MiB (under the cap) but has 3.
+        let mut p = vec![0x1a, 0x80, 0x80, 0x80, 0x80, 0x80, 0x20];
+        p.extend([0x12, 0x80, 0x80, 0x80, 0x64, b'a', b'b', b'c']);
+        let bytes = gz(&p);
+        let mut d = Decoder::new(&bytes[..]);
+        assert_eq!(d.next().unwrap(), Event::DbiStart);
+        match d.next() {
+            Err(DecodeError::Protobuf {
+                at: "KV", reason, ..
+            }) => {
+                assert!(reason.contains("truncated after 3 bytes"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(d.buf.capacity() < 1 << 20, "{}", d.buf.capacity());
+        // Over the cap: refused before reading anything.
+        let p = [0x1a, 0x06, 0x12, 0x80, 0x80, 0x80, 0x80, 0x02];
+        match scan(&gz(&p)[..]) {
+            Err(DecodeError::Protobuf {
+                at: "DBI", reason, ..
+            }) => {
+                assert!(reason.contains("exceeds the limit"), "{reason}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // A 10-byte varint with the top bit set in the last byte is not a length.
+        let p = [
+            0x1a, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
+        ];
+        assert!(matches!(
+            scan(&gz(&p)[..]),
+            Err(DecodeError::Protobuf { at: "Snapshot", .. })
+        ));
+    }
+
+    /// DBI messages over 2 GiB are legal (Go allows top-level fields up to 100 GiB): a 3 GiB
+    /// DBI length is accepted and its content decoded; this one fails only where the data ends.
+    #[test]
+    fn dbi_over_2_gib() {
+        const LEN: u64 = 3 << 30;
+        let kvb = [0x0a, 0x01, b'k', 0x19, 5, 0, 0, 0, 0, 0, 0, 0];
+        let mut p = vec![0x08, 0x03, 0x1a];
+        super::super::wire::put_varint(&mut p, LEN);
+        assert_eq!(p.len(), 3 + 5);
+        p.extend([0x0a, 0x01, b'd', 0x12, kvb.len() as u8]);
+        p.extend(kvb);
+        let bytes = gz(&p);
+        let mut r = EntryReader::new(&bytes[..]);
+        let (i, e) = r.next_entry().unwrap().unwrap();
+        assert_eq!((i, e.key, e.timestamp_nano), (0, &b"k"[..], 5));
+        match r.next_entry() {
+            Err(DecodeError::Protobuf {
+                at: "DBI", reason, ..
+            }) => {
+                assert_eq!(reason, "unexpected end of data")
+            }
+            other => panic!("{other:?}"),
+        }
+        // The encoder announces such a length with a 5-byte varint too.
+        let mut w = SnapshotWriter::new(Vec::new(), &Meta::default()).unwrap();
+        let info = DbiInfo {
+            name: b"d".to_vec(),
+            ..Default::default()
+        };
+        w.begin_dbi(&info, LEN).unwrap();
+        assert_eq!(w.bytes_written(), 4 + 1 + 5 + 3);
+        assert_eq!(super::super::wire::len_field_len(LEN + 3), 1 + 5 + LEN + 3);
+    }
+
+    /// Wrong wire types for known fields are errors at every level; unknown Meta fields
+    /// (including the retired field 6) are skipped.
+    #[test]
+    fn wire_types_per_level() {
+        let bad: [(&str, Vec<u8>); 4] = [
+            ("Snapshot", vec![0x0a, 0x00]),         // formatVersion as bytes
+            ("Meta", vec![0x12, 0x02, 0x28, 0x01]), // timestampNano as varint
+            ("DBI", vec![0x1a, 0x02, 0x1a, 0x00]),  // flags as bytes
+            ("KV", vec![0x1a, 0x04, 0x12, 0x02, 0x18, 0x01]), // timestampNano as varint
+        ];
+        for (level, p) in bad {
+            match scan(&gz(&p)[..]) {
+                Err(DecodeError::Protobuf { at, reason, .. }) => {
+                    assert_eq!(at, level);
+                    assert!(reason.contains("wrong wire type"), "{reason}");
+                }
+                other => panic!("{level}: {other:?}"),
+            }
+        }
+        let mut p = vec![0x12, 0x0e];
+        p.extend([0x32, 0x03, b'o', b'l', b'd']); // 6: previousSnapshot
+        p.extend([0x4d, 1, 2, 3, 4]); // 9: fixed32
+        p.extend([0x0a, 0x02, b'G', b'X']);
+        let idx = scan(&gz(&p)[..]).unwrap();
+        assert_eq!(idx.meta.generation_id, b"GX");
+    }
+
+    /// python-protobuf writes fields in number order; the result must decode to the same
+    /// snapshot, and our encoder must not produce that order (Go's order differs).
+    #[test]
+    fn python_order_decodes_the_same() {
+        const T: [u8; 8] = [0x4e, 0x93, 0x77, 0xd5, 0x10, 0x55, 0xc6, 0x16];
+        let mut meta = vec![0x0a, 0x02, b'G', b'X', 0x12, 0x05];
+        meta.extend(b"inst1");
+        meta.extend([0x1a, 0x05]);
+        meta.extend(b"host1");
+        meta.extend([0x20, 0x2a, 0x29]);
+        meta.extend(T);
+        meta.extend([0x3a, 0x04]);
+        meta.extend(b"main");
+        let mut kv_a = vec![0x0a, 0x01, b'a', 0x12, 0x01, b'1', 0x19];
+        kv_a.extend(T);
+        let mut kv_b = vec![0x0a, 0x01, b'b', 0x19];
+        kv_b.extend(T);
+        kv_b.extend([0x20, 0x01]);
+        let mut dbi = vec![0x0a, 0x04];
+        dbi.extend(b"test");
+        for k in [&kv_a, &kv_b] {
+            dbi.push(0x12);
+            dbi.push(k.len() as u8);
+            dbi.extend(k);
+        }
+        let mut py = vec![0x08, 0x03, 0x12, meta.len() as u8];
+        py.extend(&meta);
+        py.extend([0x1a, dbi.len() as u8]);
+        py.extend(&dbi);
+        py.extend([0x20, 0x01]);
+        assert_eq!(py.len(), 82);
+
+        let t = u64::from_le_bytes(T);
+        let kvs = [
+            KvRef {
+                key: b"a",
+                value: b"1",
+                timestamp_nano: t,
+                flags: 0,
+            },
+            KvRef {
+                key: b"b",
+                value: b"",
+                timestamp_nano: t,
+                flags: 1,
+            },
+        ];
+        let m = Meta {
+            generation_id: b"GX".to_vec(),
+            instance_id: b"inst1".to_vec(),
+            hostname: b"host1".to_vec(),
+            lmdb_txn_id: 42,
+            timestamp_nano: t,
+            database_name: b"main".to_vec(),
+            from_lmdb_txn_id: 0,
+        };
+        let mut w = SnapshotWriter::new(Vec::new(), &m).unwrap();
+        let info = DbiInfo {
+            name: b"test".to_vec(),
+            ..Default::default()
+        };
+        w.begin_dbi(&info, kvs.iter().map(kv_field_len).sum())
+            .unwrap();
+        for k in &kvs {
+            w.write_kv(k).unwrap();
+        }
+        w.end_dbi().unwrap();
+        let ours = w.finish().unwrap();
+        assert_eq!(ours.len(), py.len());
+        assert_ne!(ours, py);
+        // Go order: compatVersion right after formatVersion, KV flags before the timestamp.
+        assert_eq!(&ours[..4], &[0x08, 0x03, 0x20, 0x01]);
+        let kv_b_ours = &ours[ours.len() - 14..];
+        assert_eq!(&kv_b_ours[..5], &[0x0a, 0x01, b'b', 0x20, 0x01]);
+
+        let a = decode_all(&gz(&py)[..]).unwrap();
+        let b = decode_all(&gz(&ours)[..]).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.0.meta, m);
+        assert_eq!(a.1.len(), 2);
+    }
+
+    /// Number of gzip members in `b` (test helper: bufread::GzDecoder stops exactly at the end
+    /// of a member).
+    fn gzip_members(mut b: &[u8]) -> u64 {
+        let mut n = 0;
+        while !b.is_empty() {
+            let mut d = flate2::bufread::GzDecoder::new(b);
+            std::io::copy(&mut d, &mut std::io::sink()).unwrap();
+            b = d.into_inner();
+            n += 1;
+        }
+        n
+    }
+
     fn hex(s: &str) -> Vec<u8> {
         (0..s.len())
             .step_by(2)
@@ -798,6 +1099,7 @@ mod tests {
                 serde_json::from_slice(&std::fs::read(format!("{}.json", path.display())).unwrap())
                     .unwrap();
             let (idx, entries) = decode_all(&bytes[..]).unwrap();
+            assert_eq!(gzip_members(&bytes), j["gzip_members"].as_u64().unwrap());
             assert_eq!(
                 u64::from(idx.format_version),
                 j["formatVersion"].as_u64().unwrap()
