@@ -200,6 +200,16 @@ mod tests {
         assert_eq!(SnapshotName::parse(&n.object_name()).unwrap(), n);
         assert_eq!(n.shorthash(), "b89bf33");
         assert_eq!(format_timestamp(0), "19700101-000000-000000000");
+        assert_eq!(n.to_string(), n.object_name());
+        // Leap day exists in 2024, not in 2023.
+        let leap = SnapshotName::parse("m__i__20240229-235959-999999999__GX.pb.gz").unwrap();
+        assert_eq!(format_timestamp(leap.timestamp_ns), leap.timestamp_str);
+        assert!(SnapshotName::parse("m__i__20230229-000000-000000000__GX.pb.gz").is_err());
+        // The reason names what is wrong.
+        let e = SnapshotName::parse("m__i__20220102-030405-012345678__GX.tar").unwrap_err();
+        assert!(e.to_string().contains("unknown extension"), "{e}");
+        let e = SnapshotName::parse("m__i__GX.pb.gz").unwrap_err();
+        assert!(e.to_string().contains("parts"), "{e}");
     }
 
     #[test]
@@ -231,6 +241,12 @@ mod tests {
             "main__inst1__20220102-030405-01234567__GX.pb.gz",
             "main__inst1__20220102-030405.012345678__GX.pb.gz",
             "main__inst1__2022010a-030405-012345678__GX.pb.gz",
+            "main__inst1__20220102-030460-012345678__GX.pb.gz",
+            "main__inst1__20220100-030405-012345678__GX.pb.gz",
+            "main__inst1__20220102-030405-+12345678__GX.pb.gz",
+            "main.x__inst1__20220102-030405-012345678__GX.pb.gz",
+            "main__inst1__GX.pb.gz",
+            "",
             "zzz-not-a-snapshot",
         ] {
             assert!(SnapshotName::parse(bad).is_err(), "{bad} accepted");
