@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use crate::lmdb::{Env, LmdbError};
 use crate::merge::{LoadError, LoadOptions, LoadStats, load_snapshot};
-use crate::snapshot::decode::{EntryReader, SnapshotIndex, scan};
+use crate::snapshot::decode::{DecodeError, EntryReader, SnapshotIndex, scan};
 use crate::storage::{Storage, StorageError, get_to_tempfile};
 
 /// Why a remote snapshot was not merged.
@@ -19,6 +19,13 @@ pub enum FetchError {
     /// The storage could not deliver it: retry later.
     #[error("{0}")]
     Storage(#[from] StorageError),
+    /// Reading our downloaded copy failed (local disk trouble): try again later.
+    #[error("reading the downloaded copy of {name}: {source}")]
+    Io {
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// The object is not a snapshot we can merge: skip it for good.
     #[error("snapshot {name} is corrupt: {reason}")]
     Corrupt { name: String, reason: String },
@@ -50,6 +57,17 @@ pub struct Fetched {
     pub index: SnapshotIndex,
     pub compressed_size: u64,
     pub time_load_storage: std::time::Duration,
+}
+
+/// A decode failure: the object's fault (corrupt), unless our own copy could not be read.
+fn decode_error(name: &str, e: DecodeError) -> FetchError {
+    match e {
+        DecodeError::Read(source) => FetchError::Io {
+            name: name.to_string(),
+            source,
+        },
+        other => corrupt(name, other),
+    }
 }
 
 fn corrupt(name: &str, e: impl std::fmt::Display) -> FetchError {
@@ -155,8 +173,8 @@ fn merge_once(
     let stats = match load_snapshot(&mut txn, &fetched.index, reader, opts) {
         Ok(stats) => stats,
         // The first pass accepted these bytes, so a decode error now means the temporary file
-        // changed under us; either way the snapshot cannot be trusted.
-        Err(LoadError::Decode(e)) => return Err(corrupt(&name, e)),
+        // changed under us or could not be read.
+        Err(LoadError::Decode(e)) => return Err(decode_error(&name, e)),
         Err(e @ LoadError::Version { .. }) => return Err(corrupt(&name, e)),
         Err(source) => {
             return Err(FetchError::Local {

@@ -295,6 +295,14 @@ impl Syncer {
                     self.mark_corrupt(&instance, &name, &reason);
                     self.request_downloads(jobs);
                 }
+                Err(e @ FetchError::Io { .. }) => {
+                    // Our temporary copy could not be read: fetch it again later.
+                    log::warn!(db = self.db, filename = name, error = e.to_string(); "Load error");
+                    self.retry_at.insert(
+                        instance.clone(),
+                        Instant::now() + self.opts.storage_retry_interval,
+                    );
+                }
                 Err(e) => return Err(e.into()),
             }
         }
