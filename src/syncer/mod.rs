@@ -5,9 +5,11 @@
 //! merge covered. Listing, downloading and polling run on background threads (`receiver`) that
 //! talk to it over one `mpsc` channel. `--only-once` returns after the first complete pass.
 
+pub mod cleaner;
 pub mod load;
 pub mod receiver;
 pub mod send;
+pub mod sweeper;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufWriter, Write};
