@@ -10,6 +10,10 @@ use anyhow::{Context, anyhow};
 use crate::cli::{ReceiveCmd, SyncCmd};
 use crate::config::Config;
 use crate::merge::LoadOptions;
+use crate::status::StatusContext;
+use crate::status::health::{DbHealth, health};
+use crate::syncer::cleaner::{self, Cleaner};
+use crate::syncer::sweeper::{SweepOptions, Sweeper};
 use crate::syncer::{SyncOptions, Syncer};
 
 pub fn run_sync(cfg: &Config, cmd: &SyncCmd) -> anyhow::Result<()> {
@@ -61,7 +65,18 @@ fn run(
             .then(|| cfg.sweeper.retention_duration_minus_cutoff_ns()),
         downloaders: usize::try_from(cfg.memory_downloaded_snapshots).unwrap_or(1),
         waiting_snapshots: usize::try_from(cfg.memory_decompressed_snapshots).unwrap_or(1),
+        log_stats_interval: cfg.lmdb_log_stats_interval.as_std(),
+        log_stats_smaps: cfg.lmdb_scrape_smaps,
     };
+    if opts.log_stats_interval.is_zero() {
+        log::info!("LMDB stats logging disabled");
+    } else {
+        log::info!(interval = cfg.lmdb_log_stats_interval.to_string(); "Enabled LMDB stats logging");
+    }
+    let mut envs = Vec::new();
+    let mut workers = Vec::new();
+    // The helpers (cleaners, sweepers, health, HTTP) stop once every syncer has ended.
+    let helpers_stop = Arc::new(AtomicBool::new(false));
     let mut syncers = Vec::new();
     for (name, l) in &cfg.lmdbs {
         if !only_db.is_empty() && !only_db.contains(name) {
@@ -80,18 +95,78 @@ fn run(
                 .filter_map(|(k, v)| v.override_create_flags.map(|f| (k.as_bytes().to_vec(), f)))
                 .collect(),
         };
-        syncers.push(Syncer::new(
+        let native = load_opts.native;
+        let mut syncer = Syncer::new(
             name,
-            env,
+            env.clone(),
             storage.clone(),
             &instance,
             opts.clone(),
             load_opts,
             stop.clone(),
-        ));
+        )
+        .with_health(DbHealth::register(name, &cfg.health));
+        let c = &cfg.storage.cleanup;
+        if c.enabled && !receive_only && !only_once {
+            let cleaner = Cleaner::new(
+                c.must_keep_interval.as_std(),
+                c.remove_old_instances_interval.as_std(),
+            );
+            syncer = syncer.with_cleaner(cleaner.committed_handle());
+            let (storage, db, interval, stop) = (
+                storage.clone(),
+                name.clone(),
+                c.interval.as_std(),
+                helpers_stop.clone(),
+            );
+            workers.push(spawn(format!("cleaner-{name}"), move || {
+                cleaner::run(cleaner, storage, db, interval, stop)
+            })?);
+        }
+        let sw = &cfg.sweeper;
+        if sw.enabled && !only_once {
+            let sweeper = Sweeper {
+                db: name.clone(),
+                env: env.clone(),
+                opts: SweepOptions {
+                    retention_ns: sw.retention_duration_ns(),
+                    first_interval: sw.first_interval.as_std(),
+                    interval: sw.interval.as_std(),
+                    lock_duration: sw.lock_duration.as_std(),
+                    release_duration: sw.release_duration.as_std(),
+                    native,
+                },
+                stop: helpers_stop.clone(),
+            };
+            workers.push(spawn(format!("sweeper-{name}"), move || sweeper.run())?);
+        }
+        envs.push((name.clone(), env));
+        syncers.push(syncer);
     }
+    spawn("health".into(), {
+        let stop = helpers_stop.clone();
+        move || {
+            while !stop.load(Ordering::Relaxed) {
+                let next = health().evaluate_due(std::time::Instant::now());
+                std::thread::sleep(next.clamp(
+                    std::time::Duration::from_millis(10),
+                    std::time::Duration::from_millis(200),
+                ));
+            }
+        }
+    })?;
     if only_once {
         log::info!("Not starting the HTTP server, because OnlyOnce is set");
+    } else if cfg.http.address.is_empty() {
+        log::info!("HTTP stats server disabled");
+    } else {
+        let ctx = Arc::new(StatusContext {
+            dbs: envs,
+            storage: storage.clone(),
+            scrape_smaps: cfg.lmdb_scrape_smaps,
+        });
+        let addr = crate::status::serve(&cfg.http.address, ctx, helpers_stop.clone())?;
+        log::info!(address = addr.to_string(); "HTTP stats server enabled");
     }
     let handles: Vec<_> = syncers
         .into_iter()
@@ -118,6 +193,10 @@ fn run(
             log::error!(error = format!("{e:#}"); "Sync failed");
             first_err.get_or_insert(e);
         }
+    }
+    helpers_stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        let _ = w.join();
     }
     match first_err {
         Some(e) => Err(e).context("sync failed"),
@@ -183,4 +262,14 @@ fn wait_for_marker(
         }
         crate::syncer::receiver::sleep_unless_stopped(stop, cfg.storage_poll_interval.as_std());
     }
+}
+
+fn spawn(
+    name: String,
+    f: impl FnOnce() + Send + 'static,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(f)
+        .with_context(|| format!("starting thread {name}"))
 }

@@ -353,9 +353,44 @@ impl S3Storage {
         self.error(op, name, format!("{detail}{hint}"))
     }
 
+    /// Runs one request with retries (see [`Self::request_inner`]) and counts it in the
+    /// `storage_s3_*` metrics under upstream's method names.
+    fn request(
+        &self,
+        op: &'static str,
+        name: &str,
+        accept: &[u16],
+        attempt: impl FnMut(&Credentials) -> std::result::Result<Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Response<ureq::Body>> {
+        let method = match op {
+            "get" => "load",
+            "head-bucket" => "create-bucket",
+            other => other,
+        };
+        let m = crate::metrics::metrics();
+        m.s3_calls.with_label_values(&[method]).inc();
+        m.s3_call_timestamp
+            .with_label_values(&[method])
+            .set(crate::metrics::unix_seconds(crate::syncer::now_ns()));
+        let t0 = Instant::now();
+        let r = self.request_inner(op, name, accept, attempt);
+        m.s3_call_duration
+            .with_label_values(&[method])
+            .observe(t0.elapsed().as_secs_f64());
+        if let Err(e) = &r
+            && !e.is_not_found()
+        {
+            m.s3_call_errors.with_label_values(&[method]).inc();
+            m.s3_call_errors_by_type
+                .with_label_values(&[method, &error_type(e)])
+                .inc();
+        }
+        r
+    }
+
     /// Runs one request with retries. `attempt` builds and sends it with fresh credentials
     /// (and rewinds any body); a response with a 2xx status, or one `accept` allows, is returned.
-    fn request(
+    fn request_inner(
         &self,
         op: &'static str,
         name: &str,
@@ -648,6 +683,37 @@ impl S3Storage {
     }
 }
 
+/// The `error` label of `storage_s3_call_error_by_type_total`: the S3 error code when the
+/// server sent one, else the kind of network failure (upstream's categories).
+fn error_type(e: &StorageError) -> String {
+    let msg = match e {
+        StorageError::NotFound { .. } => return "NotFound".into(),
+        StorageError::Backend { message, .. } => message.as_str(),
+        _ => return "Unknown".into(),
+    };
+    // Our status errors read "HTTP <status> <Code>: <message>".
+    if let Some(rest) = msg.strip_prefix("HTTP ") {
+        let mut words = rest.split_whitespace();
+        let status = words.next().unwrap_or("");
+        return match words.next().map(|w| w.trim_end_matches(':')) {
+            Some(code) if code.chars().all(|c| c.is_ascii_alphanumeric()) && !code.is_empty() => {
+                code.to_string()
+            }
+            _ => format!("HTTP{status}"),
+        };
+    }
+    let lower = msg.to_ascii_lowercase();
+    if lower.contains("timeout") || lower.contains("timed out") {
+        "Timeout".into()
+    } else if lower.contains("host not found") || lower.contains("dns") {
+        "DNSError".into()
+    } else if lower.starts_with("network") || lower.contains("connection") {
+        "URLError".into()
+    } else {
+        "Unknown".into()
+    }
+}
+
 fn etag_of(resp: &Response<ureq::Body>) -> String {
     resp.headers()
         .get("etag")
@@ -786,6 +852,36 @@ mod tests {
         let s = "GET http://h/b/k?X-Amz-Credential=AKIA%2F2026&X-Amz-Signature=abcdef0123 failed";
         let r = redact(s);
         assert!(!r.contains("abcdef0123") && !r.contains("AKIA"), "{r}");
+    }
+
+    #[test]
+    fn error_types_for_metrics() {
+        let be = |m: &str| StorageError::Backend {
+            op: "list",
+            name: "x".into(),
+            message: m.into(),
+        };
+        assert_eq!(
+            error_type(&be("HTTP 503 SlowDown: Please reduce")),
+            "SlowDown"
+        );
+        assert_eq!(
+            error_type(&be("HTTP 403 AccessDenied (check access_key/secret_key)")),
+            "AccessDenied"
+        );
+        assert_eq!(error_type(&be("HTTP 500")), "HTTP500");
+        assert_eq!(
+            error_type(&be(
+                "network: Connection refused (gave up after 5 attempts)"
+            )),
+            "URLError"
+        );
+        assert_eq!(error_type(&be("timeout: global")), "Timeout");
+        assert_eq!(error_type(&be("host not found")), "DNSError");
+        assert_eq!(
+            error_type(&StorageError::NotFound { name: "x".into() }),
+            "NotFound"
+        );
     }
 
     #[test]

@@ -22,12 +22,15 @@ use anyhow::{Context, bail};
 
 use crate::lmdb::{Env, Txn};
 use crate::merge::LoadOptions;
+use crate::metrics::metrics;
 use crate::snapshot::Meta;
 use crate::snapshot::encode::GzipWriter;
 use crate::snapshot::name::SnapshotName;
+use crate::status::health::DbHealth;
+use crate::status::update_board;
 use crate::storage::{Storage, put_file};
 use load::{FetchError, Fetched};
-use receiver::{Background, Gate, Listing, Msg, Permit, list_snapshots, sleep_unless_stopped};
+use receiver::{Background, Gate, Job, Listing, Msg, Permit, list_snapshots, sleep_unless_stopped};
 
 /// At most this many snapshots are merged in a row while local changes wait to be snapshotted.
 const MAX_CONSECUTIVE_LOADS: usize = 10;
@@ -51,6 +54,9 @@ pub struct SyncOptions {
     pub downloaders: usize,
     /// Validated snapshots that may wait for a merge (`memory_decompressed_snapshots`).
     pub waiting_snapshots: usize,
+    /// Zero disables the periodic LMDB statistics log lines.
+    pub log_stats_interval: Duration,
+    pub log_stats_smaps: bool,
 }
 
 pub struct Syncer {
@@ -76,6 +82,10 @@ pub struct Syncer {
     /// Validated snapshots waiting to be merged, the latest per instance.
     pending: BTreeMap<String, (String, Fetched, Permit)>,
     waiting: BTreeSet<String>,
+    health: DbHealth,
+    /// The cleaner's record of merged snapshots included in one of ours (per instance, the
+    /// snapshot time in ns), updated after every stored snapshot.
+    committed: Option<Arc<std::sync::Mutex<BTreeMap<String, i64>>>>,
 }
 
 pub fn now_ns() -> i64 {
@@ -147,7 +157,24 @@ impl Syncer {
             retry_at: BTreeMap::new(),
             pending: BTreeMap::new(),
             waiting: BTreeSet::new(),
+            health: DbHealth::detached(),
+            committed: None,
         }
+    }
+
+    /// Reports to these health trackers instead of detached ones.
+    pub fn with_health(mut self, health: DbHealth) -> Syncer {
+        self.health = health;
+        self
+    }
+
+    /// Tells this cleaner record what our stored snapshots include.
+    pub fn with_cleaner(
+        mut self,
+        committed: Arc<std::sync::Mutex<BTreeMap<String, i64>>>,
+    ) -> Syncer {
+        self.committed = Some(committed);
+        self
     }
 
     fn stopped(&self) -> bool {
@@ -163,6 +190,30 @@ impl Syncer {
 
     /// Takes a new listing: corrupt names stay out, vanished instances are no longer waited for.
     fn set_listing(&mut self, mut listing: Listing) {
+        let now = now_ns();
+        for (inst, names) in &listing {
+            let Some(latest) = names.last() else { continue };
+            let known = self.listing.get(inst).and_then(|n| n.last()) == Some(latest);
+            if known || (*inst == self.instance && !self.waiting.contains(inst)) {
+                continue;
+            }
+            if let Ok(n) = SnapshotName::parse(latest) {
+                let m = metrics();
+                let labels = [self.db.as_str(), inst.as_str()];
+                m.last_received
+                    .with_label_values(&labels)
+                    .set(crate::metrics::unix_seconds(n.timestamp_ns));
+                m.last_received_age.with_label_values(&labels).observe(
+                    crate::metrics::unix_seconds(now.saturating_sub(n.timestamp_ns)),
+                );
+            }
+        }
+        update_board(&self.db, |b| {
+            b.latest = listing
+                .iter()
+                .filter_map(|(i, n)| n.last().map(|l| (i.clone(), l.clone())))
+                .collect();
+        });
         for names in listing.values_mut() {
             names.retain(|n| !self.corrupt.contains(n));
         }
@@ -182,7 +233,7 @@ impl Syncer {
 
     /// Hands every instance's latest snapshot that is not merged, pending or in flight to the
     /// downloaders. Our own snapshots only while we still wait for our own (start-up).
-    fn request_downloads(&mut self, jobs: &Sender<(String, String)>) {
+    fn request_downloads(&mut self, jobs: &Sender<Job>) {
         let now = Instant::now();
         let own_allowed = self.waiting.contains(&self.instance);
         for (inst, names) in &self.listing {
@@ -198,7 +249,7 @@ impl Syncer {
             log::debug!(db = self.db, snapshot_instance = inst, filename = latest; "New snapshot detected");
             self.retry_at.remove(inst);
             self.requested.insert(inst.clone(), latest.clone());
-            let _ = jobs.send((inst.clone(), latest.clone()));
+            let _ = jobs.send(Job::new(inst, latest));
         }
     }
 
@@ -211,7 +262,7 @@ impl Syncer {
         self.set_listing(listing);
     }
 
-    fn handle(&mut self, msg: Msg, jobs: &Sender<(String, String)>) {
+    fn handle(&mut self, msg: Msg, jobs: &Sender<Job>) {
         match msg {
             Msg::Listing(Ok(l)) => self.set_listing(l),
             Msg::Listing(Err(e)) => {
@@ -253,7 +304,7 @@ impl Syncer {
     }
 
     /// Merges the pending snapshots (upstream main loop step (a)).
-    fn apply_pending(&mut self, jobs: &Sender<(String, String)>) -> anyhow::Result<()> {
+    fn apply_pending(&mut self, jobs: &Sender<Job>) -> anyhow::Result<()> {
         let mut loads = 0;
         let instances: Vec<String> = self.pending.keys().cloned().collect();
         for instance in instances {
@@ -271,6 +322,7 @@ impl Syncer {
             let mut opts = self.load_opts.clone();
             opts.deleted_cutoff = self.deleted_cutoff();
             let size = fetched.compressed_size;
+            let fetched_ts = fetched.index.meta.timestamp_nano;
             let t0 = Instant::now();
             let merged = load::merge(&self.env, fetched, self.last_synced_txn_id, &opts);
             drop(permit);
@@ -280,7 +332,11 @@ impl Syncer {
                         txnID = m.txn_id, time_total = format!("{:?}", t0.elapsed()),
                         time_write_lock = format!("{:?}", m.time_write_lock),
                         entries = m.stats.entries, written = m.stats.written,
+                        timestamp = fetched_ts, extra = "",
                         compressed_size_bytes = size, kind = "snapshot"; "Loaded remote update");
+                    update_board(&self.db, |b| {
+                        b.merged.insert(instance.clone(), name.clone());
+                    });
                     self.processed.insert(instance.clone(), name);
                     if self.waiting.remove(&instance) {
                         log::info!(db = self.db, other_instance = instance; "No longer waiting for instance");
@@ -398,9 +454,28 @@ impl Syncer {
         };
         let time_dump = t0.elapsed() - time_acquire - time_copy_shadow;
         let name = SnapshotName::new(&self.db, &self.instance, ts).object_name();
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let m = metrics();
+        m.snapshots_generated.with_label_values(&[&self.db]).inc();
+        m.snapshots_generated_last_unix
+            .with_label_values(&[&self.db])
+            .set(crate::metrics::unix_seconds(ts));
+        m.snapshots_generated_last_size
+            .with_label_values(&[&self.db])
+            .set(size as i64);
         let t_store = Instant::now();
         self.store_with_retries(&name, &mut file)?;
-        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        m.store_bytes.inc_by(size as f64);
+        update_board(&self.db, |b| b.last_stored = Some((name.clone(), ts)));
+        if let Some(c) = &self.committed {
+            // Everything merged so far is in the snapshot just stored.
+            let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
+            for (inst, merged) in &self.processed {
+                if let Ok(n) = SnapshotName::parse(merged) {
+                    c.insert(inst.clone(), n.timestamp_ns);
+                }
+            }
+        }
         let ratio = if size > 0 {
             stats.uncompressed_size as f64 / size as f64
         } else {
@@ -408,7 +483,7 @@ impl Syncer {
         };
         log::info!(db = self.db, snapshot_name = name, txnID = txn_id,
             time_acquire = format!("{time_acquire:?}"), time_copy_shadow = format!("{time_copy_shadow:?}"),
-            time_dump = format!("{time_dump:?}"),
+            time_dump = format!("{time_dump:?}"), time_compress = "0s", time_gc = "0s",
             time_store = format!("{:?}", t_store.elapsed()), time_total = format!("{:?}", t0.elapsed()),
             uncompressed_size = stats.uncompressed_size, snapshot_size = size,
             compression_ratio = format!("1:{ratio:.2}"), entries = stats.entries,
@@ -419,12 +494,25 @@ impl Syncer {
     fn store_with_retries(&self, name: &str, file: &mut std::fs::File) -> anyhow::Result<()> {
         let mut attempt: i64 = 0;
         loop {
+            metrics().store_calls.inc();
             match put_file(self.storage.as_ref(), name, file) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.health.store.add_success();
+                    return Ok(());
+                }
                 Err(e) => {
                     attempt += 1;
+                    metrics()
+                        .store_failed_attempts
+                        .with_label_values(&[&self.db])
+                        .inc();
+                    self.health.store.add_failure(&e);
                     if !self.opts.storage_retry_forever && attempt >= self.opts.storage_retry_count
                     {
+                        metrics()
+                            .store_failed_permanently
+                            .with_label_values(&[&self.db])
+                            .inc();
                         log::warn!(db = self.db, error = e.to_string(); "Store failed too many times, giving up");
                         bail!("storing snapshot {name}: {e}");
                     }
@@ -447,9 +535,10 @@ impl Syncer {
             log::info!(db = self.db; "This LMDB has schema_tracks_changes disabled and will use shadow databases for version tracking.");
         }
         log::info!(db = self.db, instance = self.instance; "Initialised syncer");
+        update_board(&self.db, |b| b.instance = self.instance.clone());
 
         let listing = loop {
-            match list_snapshots(self.storage.as_ref(), &self.db) {
+            match list_snapshots(self.storage.as_ref(), &self.db, &self.health) {
                 Ok(l) => break l,
                 Err(e) => {
                     log::info!(db = self.db, error = format!("{e:#}"); "Waiting for initial receiver listing");
@@ -459,6 +548,7 @@ impl Syncer {
                 }
             }
         };
+        self.health.start.passed_initial_listing();
         let has_snapshots = !listing.is_empty();
         self.waiting = listing.keys().cloned().collect();
         self.set_listing(listing);
@@ -477,6 +567,10 @@ impl Syncer {
         if has_data_at_start && !has_snapshots {
             log::info!(db = self.db; "Performing initial snapshot, because none exists yet");
             self.last_synced_txn_id = self.send_once()?;
+            self.health.start.passed_initial_store();
+        }
+        if !has_data_at_start {
+            self.health.start.passed_initial_store();
         }
 
         // The background threads stop when this syncer ends, whatever the reason.
@@ -489,9 +583,10 @@ impl Syncer {
             tx,
             local_stop.clone(),
             self.opts.downloaders,
-            Gate::new(self.opts.waiting_snapshots),
+            Gate::new(&self.db, "decompress", self.opts.waiting_snapshots),
             self.opts.storage_poll_interval,
             self.opts.lmdb_poll_interval,
+            self.health.clone(),
         );
         let result = match bg.jobs.clone() {
             Some(jobs) => self.main_loop(&rx, &jobs, has_data_at_start),
@@ -508,7 +603,7 @@ impl Syncer {
     fn main_loop(
         &mut self,
         rx: &std::sync::mpsc::Receiver<Msg>,
-        jobs: &Sender<(String, String)>,
+        jobs: &Sender<Job>,
         has_data_at_start: bool,
     ) -> anyhow::Result<()> {
         self.request_downloads(jobs);
@@ -517,6 +612,7 @@ impl Syncer {
         let mut next_local_check = Instant::now();
         let mut warned_empty = false;
         let mut last_waiting_log = Instant::now();
+        let mut last_stats_log = Instant::now();
         loop {
             // Wait for news, at most until the next local check is due.
             let wait = next_local_check.saturating_duration_since(Instant::now());
@@ -563,12 +659,24 @@ impl Syncer {
                     self.last_synced_txn_id = last_txn_id;
                     if has_data_at_start || self.last_synced_txn_id > 0 {
                         self.last_synced_txn_id = self.send_once()?;
+                        self.health.start.passed_initial_store();
                         last_snapshot = Instant::now();
                     } else if !warned_empty {
                         log::warn!(db = self.db; "LMDB is empty, waiting for data");
                         warned_empty = true;
                     }
                 }
+            }
+            if self.waiting.is_empty() && !self.health.start.is_complete() {
+                self.health.start.pass_completed();
+                if self.health.start.is_complete() {
+                    update_board(&self.db, |b| b.startup_complete = true);
+                }
+            }
+            let stats_every = self.opts.log_stats_interval;
+            if !stats_every.is_zero() && last_stats_log.elapsed() >= stats_every {
+                crate::status::log_lmdb_stats(&self.db, &self.env, self.opts.log_stats_smaps);
+                last_stats_log = Instant::now();
             }
             if self.opts.only_once && self.waiting.is_empty() {
                 log::info!(db = self.db; "Stopping, because requested to only do a single pass");

@@ -13,8 +13,12 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use std::time::Instant;
+
 use crate::lmdb::Env;
+use crate::metrics::metrics;
 use crate::snapshot::name::SnapshotName;
+use crate::status::health::DbHealth;
 use crate::storage::Storage;
 
 use super::load::{FetchError, Fetched, fetch};
@@ -35,33 +39,68 @@ pub enum Msg {
     LocalTxn(u64),
 }
 
+/// A download request: instance, object name, and when it was queued.
+pub struct Job {
+    pub instance: String,
+    pub name: String,
+    queued: Instant,
+}
+
+impl Job {
+    pub fn new(instance: &str, name: &str) -> Job {
+        Job {
+            instance: instance.to_string(),
+            name: name.to_string(),
+            queued: Instant::now(),
+        }
+    }
+}
+
 /// A counting semaphore: downloaders take a permit before handing a snapshot over; the syncer
-/// drops it once the snapshot is merged or replaced.
+/// drops it once the snapshot is merged or replaced. Reported as upstream's `climit` metrics.
 pub struct Gate {
     free: Mutex<usize>,
     cond: Condvar,
+    labels: [String; 2],
 }
 
-pub struct Permit(Arc<Gate>);
+pub struct Permit(Arc<Gate>, Instant);
 
 impl Gate {
-    pub fn new(permits: usize) -> Arc<Gate> {
+    pub fn new(db: &str, limit_name: &str, permits: usize) -> Arc<Gate> {
+        let labels = [db.to_string(), limit_name.to_string()];
+        metrics()
+            .climit_limit
+            .with_label_values(&labels)
+            .set(permits.max(1) as i64);
         Arc::new(Gate {
             free: Mutex::new(permits.max(1)),
             cond: Condvar::new(),
+            labels,
         })
     }
 
     /// Waits for a permit; `None` when asked to stop meanwhile.
     fn acquire(self: &Arc<Gate>, stop: &AtomicBool) -> Option<Permit> {
+        let m = metrics();
+        let t0 = Instant::now();
+        let waiting = m.climit_waiting.with_label_values(&self.labels);
+        waiting.inc();
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         loop {
             if stop.load(Ordering::Relaxed) {
+                waiting.dec();
                 return None;
             }
             if *free > 0 {
                 *free -= 1;
-                return Some(Permit(self.clone()));
+                waiting.dec();
+                m.climit_waiting_seconds
+                    .with_label_values(&self.labels)
+                    .observe(t0.elapsed().as_secs_f64());
+                m.climit_acquired.with_label_values(&self.labels).inc();
+                m.climit_active.with_label_values(&self.labels).inc();
+                return Some(Permit(self.clone(), Instant::now()));
             }
             free = self
                 .cond
@@ -74,6 +113,11 @@ impl Gate {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        let m = metrics();
+        m.climit_active.with_label_values(&self.0.labels).dec();
+        m.climit_active_seconds
+            .with_label_values(&self.0.labels)
+            .observe(self.1.elapsed().as_secs_f64());
         *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         self.0.cond.notify_one();
     }
@@ -93,12 +137,32 @@ pub fn sleep_unless_stopped(stop: &AtomicBool, d: Duration) -> bool {
 }
 
 /// Lists `<db>__` objects and groups the valid snapshot names by instance.
-pub fn list_snapshots(storage: &dyn Storage, db: &str) -> anyhow::Result<Listing> {
+pub fn list_snapshots(
+    storage: &dyn Storage,
+    db: &str,
+    health: &DbHealth,
+) -> anyhow::Result<Listing> {
     use anyhow::Context;
     let prefix = format!("{db}__");
-    let objects = storage
-        .list(&prefix)
-        .with_context(|| format!("listing {prefix}*"))?;
+    let m = metrics();
+    m.list_calls.inc();
+    let objects = match storage.list(&prefix) {
+        Ok(o) => {
+            health.list.add_success();
+            o
+        }
+        Err(e) => {
+            m.list_failed.with_label_values(&[db]).inc();
+            health.list.add_failure(&e);
+            return Err(e).with_context(|| format!("listing {prefix}*"));
+        }
+    };
+    m.in_storage_count
+        .with_label_values(&[db])
+        .set(objects.len() as i64);
+    m.in_storage_bytes
+        .with_label_values(&[db])
+        .set(objects.iter().map(|o| o.size).sum::<u64>() as i64);
     let mut listing = Listing::new();
     for o in objects {
         match SnapshotName::parse(&o.name) {
@@ -117,7 +181,7 @@ pub fn list_snapshots(storage: &dyn Storage, db: &str) -> anyhow::Result<Listing
 
 /// Handles to the background threads; dropping the job sender ends the downloaders.
 pub struct Background {
-    pub jobs: Option<Sender<(String, String)>>,
+    pub jobs: Option<Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -134,6 +198,7 @@ impl Background {
         gate: Arc<Gate>,
         storage_poll: Duration,
         lmdb_poll: Duration,
+        health: DbHealth,
     ) -> Background {
         let mut threads = Vec::new();
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
@@ -145,18 +210,19 @@ impl Background {
 
         // Lister: the initial listing happened on the syncer thread, so wait first.
         {
-            let (db, storage, tx, stop) = (
+            let (db, storage, tx, stop, health) = (
                 db.to_string(),
                 storage.clone(),
                 to_syncer.clone(),
                 stop.clone(),
+                health.clone(),
             );
             threads.push(spawn(
                 format!("lister-{db}"),
                 Box::new(move || {
                     while sleep_unless_stopped(&stop, storage_poll) {
                         if tx
-                            .send(Msg::Listing(list_snapshots(storage.as_ref(), &db)))
+                            .send(Msg::Listing(list_snapshots(storage.as_ref(), &db, &health)))
                             .is_err()
                         {
                             return;
@@ -167,19 +233,26 @@ impl Background {
         }
 
         // Downloaders share one job queue.
-        let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<(String, String)>();
+        let (jobs_tx, jobs_rx) = std::sync::mpsc::channel::<Job>();
         let jobs_rx = Arc::new(Mutex::new(jobs_rx));
-        for i in 0..downloaders.max(1) {
-            let (storage, tx, stop, gate, jobs) = (
-                storage.clone(),
-                to_syncer.clone(),
-                stop.clone(),
-                gate.clone(),
-                jobs_rx.clone(),
-            );
+        let pool = downloaders.max(1);
+        metrics()
+            .climit_limit
+            .with_label_values(&[db, "download"])
+            .set(pool as i64);
+        for i in 0..pool {
+            let d = Downloader {
+                db: db.to_string(),
+                storage: storage.clone(),
+                jobs: jobs_rx.clone(),
+                tx: to_syncer.clone(),
+                stop: stop.clone(),
+                gate: gate.clone(),
+                health: health.clone(),
+            };
             threads.push(spawn(
                 format!("download-{db}-{i}"),
-                Box::new(move || downloader(storage.as_ref(), &jobs, &tx, &stop, &gate)),
+                Box::new(move || d.run()),
             ));
         }
 
@@ -227,49 +300,85 @@ impl Background {
     }
 }
 
-fn downloader(
-    storage: &dyn Storage,
-    jobs: &Mutex<Receiver<(String, String)>>,
-    tx: &Sender<Msg>,
-    stop: &AtomicBool,
-    gate: &Arc<Gate>,
-) {
-    loop {
-        let job = {
-            let rx = jobs.lock().unwrap_or_else(|e| e.into_inner());
-            rx.recv_timeout(Duration::from_millis(200))
-        };
-        let (instance, name) = match job {
-            Ok(j) => j,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                if stop.load(Ordering::Relaxed) {
-                    return;
+/// One thread of the download pool (upstream's `download` limiter: the pool size is its limit).
+struct Downloader {
+    db: String,
+    storage: Arc<dyn Storage>,
+    jobs: Arc<Mutex<Receiver<Job>>>,
+    tx: Sender<Msg>,
+    stop: Arc<AtomicBool>,
+    gate: Arc<Gate>,
+    health: DbHealth,
+}
+
+impl Downloader {
+    fn run(&self) {
+        let m = metrics();
+        let labels = [self.db.as_str(), "download"];
+        loop {
+            let job = {
+                let rx = self.jobs.lock().unwrap_or_else(|e| e.into_inner());
+                rx.recv_timeout(Duration::from_millis(200))
+            };
+            let job = match job {
+                Ok(j) => j,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if self.stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    continue;
                 }
-                continue;
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            let Some(permit) = self.gate.acquire(&self.stop) else {
+                return;
+            };
+            m.climit_waiting_seconds
+                .with_label_values(&labels)
+                .observe(job.queued.elapsed().as_secs_f64());
+            m.climit_acquired.with_label_values(&labels).inc();
+            m.climit_active.with_label_values(&labels).inc();
+            m.load_calls.inc();
+            let t0 = Instant::now();
+            let fetched = fetch(self.storage.as_ref(), &job.name);
+            m.climit_active.with_label_values(&labels).dec();
+            m.climit_active_seconds
+                .with_label_values(&labels)
+                .observe(t0.elapsed().as_secs_f64());
+            match &fetched {
+                Ok(f) => {
+                    m.load_bytes.inc_by(f.compressed_size as f64);
+                    self.health.load.add_success();
+                }
+                Err(FetchError::Storage(e)) => {
+                    m.load_failed
+                        .with_label_values(&[&self.db, &job.instance])
+                        .inc();
+                    self.health.load.add_failure(e);
+                }
+                // The object arrived; what is wrong with it is not the storage's fault.
+                Err(_) => self.health.load.add_success(),
             }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
-        };
-        let Some(permit) = gate.acquire(stop) else {
-            return;
-        };
-        let t0 = std::time::Instant::now();
-        let result = fetch(storage, &name).map(|f| {
-            log::info!(snapshot_instance = instance, filename = name,
-                timestamp = f.index.meta.timestamp_nano,
-                shorthash = SnapshotName::parse(&name).map(|n| n.shorthash()).unwrap_or_default(),
-                time_load_storage = format!("{:?}", f.time_load_storage),
-                time_load_total = format!("{:?}", t0.elapsed()); "Snapshot downloaded");
-            Box::new((f, permit))
-        });
-        if tx
-            .send(Msg::Fetched {
-                instance,
-                name,
-                result,
-            })
-            .is_err()
-        {
-            return;
+            let (instance, name) = (job.instance, job.name);
+            let result = fetched.map(|f| {
+                log::info!(db = self.db, snapshot_instance = instance, filename = name,
+                    timestamp = f.index.meta.timestamp_nano,
+                    shorthash = SnapshotName::parse(&name).map(|n| n.shorthash()).unwrap_or_default(),
+                    time_load_storage = format!("{:?}", f.time_load_storage),
+                    time_load_total = format!("{:?}", t0.elapsed()); "Snapshot downloaded");
+                Box::new((f, permit))
+            });
+            if self
+                .tx
+                .send(Msg::Fetched {
+                    instance,
+                    name,
+                    result,
+                })
+                .is_err()
+            {
+                return;
+            }
         }
     }
 }

@@ -121,6 +121,8 @@ pub struct SweepReport {
     pub stats: SweepStats,
     pub longest_txn: Duration,
     pub time_taken: Duration,
+    /// Asked to stop before the sweep was complete.
+    pub interrupted: bool,
 }
 
 pub struct Sweeper {
@@ -151,6 +153,10 @@ impl Sweeper {
             let label = String::from_utf8_lossy(&name).into_owned();
             let mut resume: Option<Vec<u8>> = None;
             loop {
+                if self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    report.interrupted = true;
+                    return Ok(report);
+                }
                 let lmdb = |source| SweepError::Lmdb {
                     dbi: label.clone(),
                     source,
@@ -185,6 +191,7 @@ impl Sweeper {
                         log::debug!(db = self.db, component = "sweeper", dbi = label; "Sweep limit reached, continuing after pause");
                         resume = Some(k);
                         if !sleep_unless_stopped(&self.stop, self.opts.release_duration) {
+                            report.interrupted = true;
                             return Ok(report);
                         }
                     }
@@ -199,6 +206,9 @@ impl Sweeper {
     /// Sweeps and reports in metrics and the log.
     pub fn sweep_and_report(&self) -> Result<SweepReport, SweepError> {
         let r = self.sweep(super::now_ns())?;
+        if r.interrupted {
+            return Ok(r);
+        }
         let m = metrics();
         let s = &r.stats;
         let db = self.db.as_str();
