@@ -55,6 +55,8 @@ pub struct Metrics {
     pub s3_call_duration: HistogramVec,
     pub s3_call_errors: IntCounterVec,
     pub s3_call_errors_by_type: IntCounterVec,
+    // Ours, not upstream's: the /healthz checks as a metric, for alerting without a prober.
+    pub health_check_status: IntGaugeVec,
 }
 
 /// Buckets of `lightningstream_receiver_snapshots_last_received_age_seconds`.
@@ -269,6 +271,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "storage_s3_call_error_by_type_total",
             "S3 call errors by method and error type",
             &["method", "error"],
+        ),
+        health_check_status: gauge_vec(
+            "lightningstream_health_check_status",
+            "Result of each /healthz check: 0 ok, 1 warning, 2 failing",
+            &["check"],
         ),
     }
 });

@@ -9,6 +9,20 @@ if ! python3 -c 'import lmdb' 2>/dev/null; then
     python3 -m pip install --quiet lmdb
 fi
 
+# Prometheus's promtool (from Debian's prometheus package, unpacked, not installed: nothing
+# to start) checks the /metrics output in the tests and the shipped alert rules.
+PROMTOOL=/var/cache/lightningstream-tests/bin/promtool
+if ! "$PROMTOOL" --version >/dev/null 2>&1; then
+    echo "== fetching promtool (Debian package prometheus)"
+    tmp=$(mktemp -d)
+    (cd "$tmp" && { apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus; }; } \
+        && dpkg-deb -x prometheus_*.deb x)
+    mkdir -p "$(dirname "$PROMTOOL")"
+    cp "$tmp/x/usr/bin/promtool" "$PROMTOOL"
+    rm -rf "$tmp"
+fi
+export LS_PROMTOOL="$PROMTOOL" LS_REQUIRE_PROMTOOL=1
+
 echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"
@@ -24,6 +38,19 @@ trap 'rm -f "$log"' EXIT
 status=0
 cargo test --all-targets 2>&1 | tee "$log" || status=$?
 
+echo "== alert rules"
+alerts_ok=0 alerts_failed=0
+for step in "check rules lightningstream-alerts.yml" "test rules lightningstream-alerts.test.yml"; do
+    # shellcheck disable=SC2086
+    if (cd packaging/prometheus && "$PROMTOOL" $step); then
+        alerts_ok=$((alerts_ok + 1))
+    else
+        alerts_failed=$((alerts_failed + 1))
+        status=1
+    fi
+done
+echo "alerts: $alerts_ok passed, $alerts_failed failed" | tee -a "$log"
+
 # The real client: two PowerDNS Auth servers syncing through two daemons and one S3 bucket,
 # 4.9 in native mode (in a Debian trixie chroot) and 4.7 in shadow mode.
 if [ "$status" = 0 ]; then
@@ -36,7 +63,7 @@ if [ "$status" = 0 ]; then
 fi
 
 # One summary over everything (the last test binary alone may have run no test at all).
-count() { grep -E '^(test result|pdns4[79]-e2e):' "$log" | grep -oE "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
+count() { grep -E '^(test result|pdns4[79]-e2e|alerts):' "$log" | grep -oE "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
 failed=$(count failed)
 [ "$status" = 0 ] || [ "$failed" != 0 ] || failed=1
 echo "tests: $(count passed) passed, $failed failed, $(count ignored) skipped"

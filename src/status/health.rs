@@ -103,11 +103,18 @@ impl Health {
 
     /// Evaluates the checks that are due; returns how long until the next one is.
     pub fn evaluate_due(&self, now: Instant) -> Duration {
+        let gauge = &crate::metrics::metrics().health_check_status;
         let mut checks = lock(&self.checks);
         let mut done = Vec::new();
         for (name, c) in checks.iter_mut().filter(|(_, c)| c.next <= now) {
             match (c.eval)() {
                 Some(result) => {
+                    let level = match result {
+                        CheckResult::Ok => 0,
+                        CheckResult::Warn(_) => 1,
+                        CheckResult::Fail(_) => 2,
+                    };
+                    gauge.with_label_values(&[name]).set(level);
                     c.last = result;
                     c.next = now + c.interval;
                 }
@@ -115,6 +122,7 @@ impl Health {
             }
         }
         for name in done {
+            let _ = gauge.remove_label_values(&[&name]);
             checks.remove(&name);
         }
         checks

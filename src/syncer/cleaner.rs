@@ -79,7 +79,7 @@ impl Cleaner {
         let listed: BTreeSet<&str> = names.iter().map(String::as_str).collect();
         self.first_seen.retain(|n, _| listed.contains(n.as_str()));
         // Newest first, so an instance's first snapshot met is its newest.
-        snaps.sort_by(|a, b| b.0.timestamp_ns.cmp(&a.0.timestamp_ns));
+        snaps.sort_by_key(|s| std::cmp::Reverse(s.0.timestamp_ns));
         let total = snaps.len();
 
         let mut marked: BTreeSet<String> = BTreeSet::new();

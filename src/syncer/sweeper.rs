@@ -73,7 +73,7 @@ pub fn sweep_slice(
         };
         let mut count = 0u64;
         while let Some((key, value)) = item {
-            if count > 0 && count % CHECK_EVERY == 0 && time_up() {
+            if count > 0 && count.is_multiple_of(CHECK_EVERY) && time_up() {
                 break;
             }
             count += 1;
