@@ -7,7 +7,7 @@
 use std::io::Read;
 
 use crate::header::{self, FLAG_DELETED, FLAG_SYNC_MASK, HeaderError};
-use crate::lmdb::{Dbi, LmdbError, RwTxn, Txn};
+use crate::lmdb::{Dbi, Env, LmdbError, RoTxn, RwTxn, Txn};
 use crate::snapshot::KvRef;
 use crate::snapshot::decode::{DecodeError, EntryReader, SnapshotIndex, validate_dbi};
 
@@ -298,6 +298,272 @@ pub fn load_snapshot<R: Read>(
     Ok(stats)
 }
 
+/// What merging one entry needs done to the LMDB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Action {
+    Nothing,
+    /// Put the merged value (left in the caller's buffer).
+    Put,
+    Delete,
+}
+
+/// Decides, under `txn`'s view, what one snapshot entry changes.
+fn plan_entry<T: Txn>(
+    txn: &T,
+    dbi: Dbi,
+    kv: &KvRef,
+    params: &MergeParams,
+    buf: &mut Vec<u8>,
+    dbi_name: &dyn Fn() -> String,
+) -> Result<Action, LoadError> {
+    let old = txn.get(dbi, kv.key).map_err(|source| LoadError::Lmdb {
+        dbi: dbi_name(),
+        source,
+    })?;
+    let decision = merge_entry(kv, old, params, buf).map_err(|source| LoadError::LocalHeader {
+        dbi: dbi_name(),
+        key: key_for_humans(kv.key),
+        source,
+    })?;
+    Ok(match decision {
+        Decision::Keep => Action::Nothing,
+        Decision::Put if old == Some(buf.as_slice()) => Action::Nothing,
+        Decision::Put => Action::Put,
+        Decision::Delete if old.is_some() => Action::Delete,
+        Decision::Delete => Action::Nothing,
+    })
+}
+
+/// Entries merged between two looks at the clock while a sliced merge holds the write lock.
+pub const SLICE_CHECK_EVERY: u64 = 1000;
+
+/// Read transactions of a sliced merge are renewed after this many entries, so that a long
+/// comparison does not pin old pages while the application keeps writing.
+const READ_RENEW_EVERY: u64 = 100_000;
+
+/// The clock of a sliced merge, supplied by the caller so that the merge itself stays a plain
+/// function over LMDB transactions.
+pub trait SliceClock {
+    /// A write transaction has begun.
+    fn began(&mut self);
+    /// Whether the current write transaction has been held long enough (asked every
+    /// [`SLICE_CHECK_EVERY`] entries).
+    fn due(&mut self) -> bool;
+    /// The write transaction was committed; the lock stays free until the next [`began`].
+    ///
+    /// [`began`]: SliceClock::began
+    fn committed(&mut self);
+}
+
+/// Result of [`load_native_sliced`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlicedLoad {
+    pub stats: LoadStats,
+    /// Write transactions begun (0 when the snapshot changed nothing).
+    pub write_txns: u64,
+    /// ID of our last write transaction that changed something.
+    pub last_txn_id: Option<u64>,
+    /// Another writer committed before or between our write transactions.
+    pub local_changed: bool,
+}
+
+struct Writer<'e> {
+    txn: RwTxn<'e>,
+    /// Whether LMDB will give this txn a new ID on commit (it wrote something).
+    dirty: bool,
+    entries: u64,
+}
+
+/// Tracks the write transactions of a sliced merge: which IDs were ours, and whether someone
+/// else's commit came in between (a local change the syncer must snapshot).
+struct Slices<'a> {
+    clock: &'a mut dyn SliceClock,
+    /// The ID the next write transaction gets if nobody else commits first.
+    expect: u64,
+    out: SlicedLoad,
+}
+
+impl Slices<'_> {
+    fn begin<'e>(&mut self, env: &'e Env) -> Result<Writer<'e>, LoadError> {
+        let txn = env.begin_rw().map_err(|source| LoadError::Lmdb {
+            dbi: String::new(),
+            source,
+        })?;
+        if txn.id() != self.expect {
+            self.out.local_changed = true;
+        }
+        self.out.write_txns += 1;
+        self.clock.began();
+        Ok(Writer {
+            txn,
+            dirty: false,
+            entries: 0,
+        })
+    }
+
+    fn commit(&mut self, w: Writer) -> Result<(), LoadError> {
+        let id = w.txn.id();
+        w.txn.commit().map_err(|source| LoadError::Lmdb {
+            dbi: String::new(),
+            source,
+        })?;
+        self.clock.committed();
+        // A commit that wrote nothing does not use up its ID; the next txn gets it again.
+        if w.dirty {
+            self.out.last_txn_id = Some(id);
+            self.expect = id + 1;
+        } else {
+            self.expect = id;
+        }
+        Ok(())
+    }
+}
+
+enum Mode<'e> {
+    Idle,
+    Read(RoTxn<'e>, u64),
+    Write(Writer<'e>),
+}
+
+/// Merges a snapshot into the DBIs of a native-mode LMDB without holding the write lock
+/// longer than the clock allows. Entries are compared under a read transaction; only when one
+/// would change something is a write transaction begun (its decision made again under the
+/// lock), and it is committed once `clock.due()`, after which comparing goes on read-only. A
+/// snapshot identical to what the LMDB holds takes no write lock at all. Per-key
+/// last-writer-wins makes every prefix of the merge a valid state, so the slices may commit
+/// independently and a crash in between converges when the snapshot is merged again.
+/// `last_synced_txn_id` is the LMDB's last transaction already covered by a snapshot (or
+/// merge); any other writer's commit before or between our slices sets `local_changed`.
+pub fn load_native_sliced<R: Read>(
+    env: &Env,
+    index: &SnapshotIndex,
+    mut entries: EntryReader<R>,
+    opts: &LoadOptions,
+    last_synced_txn_id: u64,
+    clock: &mut dyn SliceClock,
+) -> Result<SlicedLoad, LoadError> {
+    debug_assert!(opts.native, "sliced merges are for native mode");
+    let lmdb_err = |dbi: &[u8]| {
+        let dbi = lossy(dbi);
+        move |source| LoadError::Lmdb { dbi, source }
+    };
+    let mut slices = Slices {
+        clock,
+        expect: last_synced_txn_id + 1,
+        out: SlicedLoad::default(),
+    };
+
+    // Target DBIs: opened read-only; only missing ones need a (short) write transaction.
+    let mut targets: Vec<Option<Dbi>> = vec![None; index.dbis.len()];
+    let mut missing = Vec::new();
+    {
+        let ro = env.begin_ro().map_err(lmdb_err(b""))?;
+        for (i, d) in index.dbis.iter().enumerate() {
+            let name = &d.info.name;
+            if name.starts_with(SYNC_PREFIX) {
+                log::warn!(dbi = lossy(name); "Remote snapshot contains private DBI, ignoring");
+                continue;
+            }
+            validate_dbi(index, &d.info, true).map_err(|e| LoadError::Version {
+                dbi: lossy(name),
+                reason: e.to_string(),
+            })?;
+            match ro.open_dbi(name).map_err(lmdb_err(name))? {
+                Some(dbi) => targets[i] = Some(dbi),
+                None => missing.push(i),
+            }
+        }
+    }
+    if !missing.is_empty() {
+        let mut w = slices.begin(env)?;
+        let mut stats = LoadStats::default();
+        for i in missing {
+            let d = &index.dbis[i].info;
+            targets[i] = Some(target_dbi(
+                &mut w.txn,
+                &d.name,
+                d.flags,
+                index.format_version,
+                opts,
+                &mut stats,
+            )?);
+        }
+        w.dirty = stats.created_dbis > 0;
+        slices.out.stats.created_dbis = stats.created_dbis;
+        slices.commit(w)?;
+    }
+
+    let mut params = MergeParams {
+        default_ts: 0,
+        txn_id: 0,
+        format_version: index.format_version,
+        deleted_cutoff: opts.deleted_cutoff,
+        padding: opts.padding,
+    };
+    let mut buf = Vec::with_capacity(256);
+    let mut mode = Mode::Idle;
+    while let Some((i, kv)) = entries.next_entry()? {
+        let dbi = match targets.get(i) {
+            Some(Some(dbi)) => *dbi,
+            Some(None) => continue,
+            None => return Err(LoadError::UnknownDbi(i)),
+        };
+        slices.out.stats.entries += 1;
+        let name = || lossy(&index.dbis[i].info.name);
+        if let Mode::Read(_, n) = &mode
+            && *n >= READ_RENEW_EVERY
+        {
+            mode = Mode::Idle;
+        }
+        if let Mode::Idle = mode {
+            mode = Mode::Read(env.begin_ro().map_err(lmdb_err(b""))?, 0);
+        }
+        if let Mode::Read(ro, n) = &mut mode {
+            *n += 1;
+            params.txn_id = ro.id() + 1;
+            if plan_entry(ro, dbi, &kv, &params, &mut buf, &name)? == Action::Nothing {
+                continue;
+            }
+            // A difference: end the read view, take the write lock and decide again under it.
+            drop(std::mem::replace(&mut mode, Mode::Idle));
+            mode = Mode::Write(slices.begin(env)?);
+        }
+        let Mode::Write(w) = &mut mode else {
+            unreachable!("a write transaction was just begun")
+        };
+        params.txn_id = w.txn.id();
+        let action = plan_entry(&w.txn, dbi, &kv, &params, &mut buf, &name)?;
+        let write_err = |source| LoadError::Lmdb {
+            dbi: name(),
+            source,
+        };
+        match action {
+            Action::Nothing => {}
+            Action::Put => {
+                w.txn.put(dbi, kv.key, &buf).map_err(write_err)?;
+                slices.out.stats.written += 1;
+                w.dirty = true;
+            }
+            Action::Delete => {
+                w.txn.del(dbi, kv.key).map_err(write_err)?;
+                slices.out.stats.deleted += 1;
+                w.dirty = true;
+            }
+        }
+        w.entries += 1;
+        if w.entries.is_multiple_of(SLICE_CHECK_EVERY)
+            && slices.clock.due()
+            && let Mode::Write(w) = std::mem::replace(&mut mode, Mode::Idle)
+        {
+            slices.commit(w)?;
+        }
+    }
+    if let Mode::Write(w) = std::mem::replace(&mut mode, Mode::Idle) {
+        slices.commit(w)?;
+    }
+    Ok(slices.out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -446,5 +712,318 @@ mod tests {
         assert_eq!(out[23], 1);
         assert_eq!(&out[24..32], &[0; 8]);
         assert_eq!(out[32], b'1');
+    }
+}
+
+#[cfg(test)]
+mod sliced_tests {
+    use super::*;
+    use crate::lmdb::EnvOptions;
+    use crate::snapshot::Meta;
+    use crate::snapshot::decode::scan;
+    use crate::snapshot::encode::GzipWriter;
+    use std::sync::Arc;
+
+    fn env(dir: &std::path::Path, name: &str) -> Arc<Env> {
+        let o = EnvOptions {
+            no_subdir: true,
+            create: true,
+            map_size: 256 << 20,
+            max_dbs: 16,
+            ..Default::default()
+        };
+        Env::open(&dir.join(name), &o).unwrap()
+    }
+
+    fn val(ts: u64, deleted: bool, app: &[u8]) -> Vec<u8> {
+        let mut v = Vec::new();
+        let flags = if deleted { FLAG_DELETED } else { 0 };
+        header::write_header(&mut v, ts, 7, flags, false);
+        v.extend_from_slice(app);
+        v
+    }
+
+    fn put_all(env: &Env, dbi: &[u8], items: &[(Vec<u8>, Vec<u8>)]) {
+        let mut txn = env.begin_rw().unwrap();
+        let d = txn.create_dbi(dbi, 0).unwrap();
+        for (k, v) in items {
+            txn.put(d, k, v).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    fn snapshot_of(src: &Env) -> Vec<u8> {
+        let txn = src.begin_ro().unwrap();
+        let meta = Meta {
+            generation_id: b"GX".to_vec(),
+            instance_id: b"src".to_vec(),
+            hostname: b"h".to_vec(),
+            lmdb_txn_id: txn.id() as i64,
+            timestamp_nano: 1,
+            database_name: b"main".to_vec(),
+            from_lmdb_txn_id: 0,
+        };
+        let (gz, _) = crate::syncer::send::write_snapshot(
+            &txn,
+            &meta,
+            GzipWriter::new(Vec::new()),
+            false,
+            false,
+        )
+        .unwrap();
+        gz.finish().unwrap()
+    }
+
+    /// Everything but the header's txn ID, which is local to each LMDB.
+    fn contents(env: &Env) -> Vec<(Vec<u8>, Vec<u8>, u64, u8, Vec<u8>)> {
+        let txn = env.begin_ro().unwrap();
+        let mut out = Vec::new();
+        for name in txn.list_dbis().unwrap() {
+            let d = txn.open_dbi(&name).unwrap().unwrap();
+            for item in txn.cursor(d).unwrap() {
+                let (k, v) = item.unwrap();
+                let (h, app) = header::parse(v).unwrap();
+                out.push((name.clone(), k.to_vec(), h.timestamp, h.flags, app.to_vec()));
+            }
+        }
+        out
+    }
+
+    fn native() -> LoadOptions {
+        LoadOptions {
+            native: true,
+            ..Default::default()
+        }
+    }
+
+    /// A clock that ends a slice at every check, and may run something between slices.
+    struct EverySlice<'a> {
+        between: &'a mut dyn FnMut(),
+        began: u64,
+        committed: u64,
+    }
+
+    impl SliceClock for EverySlice<'_> {
+        fn began(&mut self) {
+            self.began += 1;
+        }
+        fn due(&mut self) -> bool {
+            true
+        }
+        fn committed(&mut self) {
+            self.committed += 1;
+            (self.between)();
+        }
+    }
+
+    struct Never;
+
+    impl SliceClock for Never {
+        fn began(&mut self) {}
+        fn due(&mut self) -> bool {
+            false
+        }
+        fn committed(&mut self) {}
+    }
+
+    fn load(dst: &Env, snap: &[u8], last_synced: u64, clock: &mut dyn SliceClock) -> SlicedLoad {
+        let index = scan(snap).unwrap();
+        load_native_sliced(
+            dst,
+            &index,
+            EntryReader::new(snap),
+            &native(),
+            last_synced,
+            clock,
+        )
+        .unwrap()
+    }
+
+    /// A source and a destination that differ in every way the merge rule cares about.
+    fn scenario(dir: &std::path::Path, n: u32) -> (Arc<Env>, Arc<Env>, Vec<u8>) {
+        let src = env(dir, "src");
+        let dst = env(dir, "dst");
+        let mut a = Vec::new();
+        let mut b = Vec::new();
+        for i in 0..n {
+            let k = format!("key{i:06}").into_bytes();
+            let ts = 1_000 + u64::from(i);
+            match i % 5 {
+                0 => a.push((k, val(ts + 1, false, b"remote-newer"))),
+                1 => {
+                    a.push((k.clone(), val(ts, false, b"remote-older")));
+                    b.push((k, val(ts + 1, false, b"local-newer")));
+                }
+                2 => {
+                    a.push((k.clone(), val(ts + 1, true, b"")));
+                    b.push((k, val(ts, false, b"local-deleted-remotely")));
+                }
+                3 => {
+                    a.push((k.clone(), val(ts, false, b"same")));
+                    b.push((k, val(ts, false, b"same")));
+                }
+                _ => b.push((k, val(ts, false, b"local-only"))),
+            }
+        }
+        put_all(&src, b"records", &a);
+        put_all(
+            &src,
+            b"extra",
+            &[(b"x".to_vec(), val(5, false, b"new dbi"))],
+        );
+        put_all(&dst, b"records", &b);
+        let snap = snapshot_of(&src);
+        (src, dst, snap)
+    }
+
+    #[test]
+    fn sliced_merge_equals_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, dst, snap) = scenario(dir.path(), 12_000);
+        let reference = env(dir.path(), "ref");
+        // The same starting point, merged the classic way in one transaction.
+        {
+            let mut txn = reference.begin_rw().unwrap();
+            let d = txn.create_dbi(b"records", 0).unwrap();
+            let src = dst.begin_ro().unwrap();
+            let sd = src.open_dbi(b"records").unwrap().unwrap();
+            for item in src.cursor(sd).unwrap() {
+                let (k, v) = item.unwrap();
+                txn.put(d, k, v).unwrap();
+            }
+            let index = scan(snap.as_slice()).unwrap();
+            load_snapshot(
+                &mut txn,
+                &index,
+                EntryReader::new(snap.as_slice()),
+                &native(),
+            )
+            .unwrap();
+            txn.commit().unwrap();
+        }
+        let last = dst.info().unwrap().last_txn_id;
+        let mut between = || {};
+        let mut clock = EverySlice {
+            between: &mut between,
+            began: 0,
+            committed: 0,
+        };
+        let r = load(&dst, &snap, last, &mut clock);
+        assert_eq!(contents(&dst), contents(&reference));
+        // 12,000 records, 1 in 5 unchanged or newer locally: the writes come in slices of
+        // 1,000 merged entries, plus one transaction creating the new DBI.
+        assert!(r.write_txns > 5, "{r:?}");
+        assert_eq!(clock.began, r.write_txns);
+        assert_eq!(clock.committed, r.write_txns);
+        assert!(
+            !r.local_changed,
+            "our own slices are not local changes: {r:?}"
+        );
+        assert_eq!(r.last_txn_id, Some(dst.info().unwrap().last_txn_id));
+        assert_eq!(r.stats.created_dbis, 1);
+        assert_eq!(r.stats.entries, 12_000 / 5 * 4 + 1);
+        // Newer remote values and newer remote tombstones (kept as header-only values).
+        assert_eq!(r.stats.written, 12_000 / 5 * 2 + 1);
+        assert_eq!(r.stats.deleted, 0);
+    }
+
+    #[test]
+    fn identical_data_takes_no_write_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst, snap) = scenario(dir.path(), 3_000);
+        let last = dst.info().unwrap().last_txn_id;
+        let first = load(&dst, &snap, last, &mut Never);
+        assert!(first.write_txns >= 1 && !first.local_changed);
+        // Loading the same snapshot again, and a snapshot of the source itself into a copy of
+        // it, changes nothing and never begins a write transaction.
+        let last = dst.info().unwrap().last_txn_id;
+        let again = load(&dst, &snap, last, &mut Never);
+        assert_eq!(again.write_txns, 0, "{again:?}");
+        assert_eq!(again.last_txn_id, None);
+        assert_eq!(dst.info().unwrap().last_txn_id, last);
+        let last_src = src.info().unwrap().last_txn_id;
+        let own = load(&src, &snap, last_src, &mut Never);
+        assert_eq!(own.write_txns, 0);
+    }
+
+    #[test]
+    fn writes_by_others_before_or_between_slices_are_local_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, dst, snap) = scenario(dir.path(), 6_000);
+        // Someone wrote after our last snapshot: local change even before the first slice.
+        let last = dst.info().unwrap().last_txn_id;
+        put_all(&dst, b"other", &[(b"k".to_vec(), val(1, false, b"v"))]);
+        let r = load(&dst, &snap, last, &mut Never);
+        assert!(r.local_changed);
+
+        let dir = tempfile::tempdir().unwrap();
+        let (_, dst, snap) = scenario(dir.path(), 6_000);
+        let last = dst.info().unwrap().last_txn_id;
+        let writer = dst.clone();
+        let mut n = 0;
+        let mut between = || {
+            n += 1;
+            if n == 2 {
+                // PowerDNS gets the lock between two of our slices.
+                put_all(&writer, b"other", &[(b"k".to_vec(), val(1, false, b"v"))]);
+            }
+        };
+        let mut clock = EverySlice {
+            between: &mut between,
+            began: 0,
+            committed: 0,
+        };
+        let r = load(&dst, &snap, last, &mut clock);
+        assert!(r.local_changed, "{r:?}");
+        assert!(r.write_txns > 2);
+    }
+
+    #[test]
+    fn an_interrupted_merge_converges_when_merged_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, dst, snap) = scenario(dir.path(), 5_000);
+        // The reference starts from dst's state and takes the merge in one go.
+        let reference = env(dir.path(), "ref2");
+        {
+            let src = dst.begin_ro().unwrap();
+            let sd = src.open_dbi(b"records").unwrap().unwrap();
+            let items: Vec<_> = src
+                .cursor(sd)
+                .unwrap()
+                .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+                .collect();
+            put_all(&reference, b"records", &items);
+        }
+        let last = reference.info().unwrap().last_txn_id;
+        load(&reference, &snap, last, &mut Never);
+        // Merge into dst, failing after the second slice (a crash: committed slices stay).
+        struct Crash(u32);
+        impl SliceClock for Crash {
+            fn began(&mut self) {}
+            fn due(&mut self) -> bool {
+                true
+            }
+            fn committed(&mut self) {
+                self.0 += 1;
+            }
+        }
+        let index = scan(snap.as_slice()).unwrap();
+        let truncated = &snap[..snap.len() * 3 / 5];
+        let mut crash = Crash(0);
+        let partial = load_native_sliced(
+            &dst,
+            &index,
+            EntryReader::new(truncated),
+            &native(),
+            0,
+            &mut crash,
+        );
+        assert!(partial.is_err());
+        assert!(crash.0 >= 1);
+        assert_ne!(contents(&dst), contents(&reference));
+        // The next attempt merges the whole snapshot: same result as in one go.
+        let last = dst.info().unwrap().last_txn_id;
+        load(&dst, &snap, last, &mut Never);
+        assert_eq!(contents(&dst), contents(&reference));
     }
 }

@@ -67,6 +67,10 @@ fn run(
         waiting_snapshots: usize::try_from(cfg.memory_decompressed_snapshots).unwrap_or(1),
         log_stats_interval: cfg.lmdb_log_stats_interval.as_std(),
         log_stats_smaps: cfg.lmdb_scrape_smaps,
+        merge_limits: crate::syncer::load::SliceLimits {
+            max: cfg.merge_lock_duration.as_std(),
+            pause: cfg.merge_release_duration.as_std(),
+        },
     };
     if opts.log_stats_interval.is_zero() {
         log::info!("LMDB stats logging disabled");

@@ -83,6 +83,7 @@ macro_rules! dur {
     };
 }
 const S: i64 = 1_000_000_000;
+dur!(d_2ms, S / 500);
 dur!(d_50ms, S / 20);
 dur!(d_1s, S);
 dur!(d_5s, 5 * S);
@@ -141,6 +142,13 @@ pub struct Config {
     pub memory_decompressed_snapshots: i64,
     #[serde(default, deserialize_with = "de_bool")]
     pub only_once: bool,
+    /// Ours (the Go version has no such key): the longest a native-mode merge holds the LMDB
+    /// write lock before committing what it has and letting other writers in; 0 = unbounded.
+    #[serde(default = "d_50ms")]
+    pub merge_lock_duration: GoDuration,
+    /// Ours: the pause between two write transactions of one merge.
+    #[serde(default = "d_2ms")]
+    pub merge_release_duration: GoDuration,
     /// Where the config came from, to locate errors found later (backend options).
     #[serde(skip)]
     pub source: ConfigSource,
@@ -694,6 +702,14 @@ impl Config {
         ] {
             if v < min {
                 return Err(src.error(k, format!("{k}: too short interval")));
+            }
+        }
+        for (k, v) in [
+            ("merge_lock_duration", self.merge_lock_duration),
+            ("merge_release_duration", self.merge_release_duration),
+        ] {
+            if v.0 < 0 {
+                return Err(src.error(k, format!("{k}: must not be negative")));
             }
         }
         let f = self.storage_force_snapshot_interval;

@@ -6,10 +6,12 @@
 
 use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::lmdb::{Env, LmdbError};
-use crate::merge::{LoadError, LoadOptions, LoadStats, load_snapshot};
+use crate::merge::{
+    LoadError, LoadOptions, LoadStats, SliceClock, load_native_sliced, load_snapshot,
+};
 use crate::snapshot::decode::{DecodeError, EntryReader, SnapshotIndex, scan};
 use crate::storage::{Storage, StorageError, get_to_tempfile};
 
@@ -95,6 +97,40 @@ pub fn fetch(storage: &dyn Storage, name: &str) -> Result<Fetched, FetchError> {
     })
 }
 
+/// How long a native-mode merge may hold the write lock at a time, and the pause between.
+#[derive(Clone, Copy, Debug)]
+pub struct SliceLimits {
+    /// Zero: no bound (one write transaction, as the Go version does).
+    pub max: Duration,
+    pub pause: Duration,
+}
+
+/// The wall clock of sliced merges, recording the longest write transaction.
+struct WallClock {
+    limits: SliceLimits,
+    began: Instant,
+    longest: Duration,
+    total: Duration,
+}
+
+impl SliceClock for WallClock {
+    fn began(&mut self) {
+        self.began = Instant::now();
+    }
+
+    fn due(&mut self) -> bool {
+        !self.limits.max.is_zero() && self.began.elapsed() >= self.limits.max
+    }
+
+    fn committed(&mut self) {
+        let held = self.began.elapsed();
+        self.longest = self.longest.max(held);
+        self.total += held;
+        // Give writers waiting for the lock (PowerDNS) the chance to take it.
+        std::thread::sleep(self.limits.pause);
+    }
+}
+
 /// Result of merging one snapshot.
 pub struct Merged {
     /// The ID of the merge transaction, lowered to the last committed ID when it wrote nothing.
@@ -102,7 +138,11 @@ pub struct Merged {
     /// Whether the LMDB had changes not covered by our last snapshot when the merge began.
     pub local_changed: bool,
     pub stats: LoadStats,
-    pub time_write_lock: std::time::Duration,
+    /// The longest write transaction of the merge.
+    pub time_write_lock: Duration,
+    /// All write transactions of the merge together.
+    pub time_write_total: Duration,
+    pub write_txns: u64,
 }
 
 /// Merges a fetched snapshot in one write transaction (merge.md §4), through the shadow DBIs
@@ -112,8 +152,9 @@ pub fn merge(
     mut fetched: Fetched,
     last_synced_txn_id: u64,
     opts: &LoadOptions,
+    limits: SliceLimits,
 ) -> Result<Merged, FetchError> {
-    match merge_once(env, &mut fetched, last_synced_txn_id, opts) {
+    match merge_once(env, &mut fetched, last_synced_txn_id, opts, limits) {
         // The map filled up, but the application sharing the LMDB may have grown it since we
         // opened it: follow its size and try once more from the start.
         Err(e) if is_map_full(&e) && env.adopt_file_map_size().unwrap_or(false) => {
@@ -122,7 +163,7 @@ pub fn merge(
             fetched.file.seek(SeekFrom::Start(0)).map_err(|e| {
                 corrupt(&fetched.name, format!("rewinding the downloaded copy: {e}"))
             })?;
-            merge_once(env, &mut fetched, last_synced_txn_id, opts)
+            merge_once(env, &mut fetched, last_synced_txn_id, opts, limits)
         }
         r => r,
     }
@@ -143,12 +184,65 @@ fn is_map_full(e: &FetchError) -> bool {
     }
 }
 
+/// A load error: the snapshot's fault (corrupt), or the local LMDB's.
+fn load_error(name: &str, e: LoadError) -> FetchError {
+    match e {
+        // The first pass accepted these bytes, so a decode error now means the temporary file
+        // changed under us or could not be read.
+        LoadError::Decode(e) => decode_error(name, e),
+        e @ LoadError::Version { .. } => corrupt(name, e),
+        source => FetchError::Local {
+            name: name.to_string(),
+            source,
+        },
+    }
+}
+
+/// Native mode: compared read-only, written in bounded slices (see [`load_native_sliced`]).
+fn merge_native(
+    env: &Env,
+    fetched: &mut Fetched,
+    last_synced_txn_id: u64,
+    opts: &LoadOptions,
+    limits: SliceLimits,
+) -> Result<Merged, FetchError> {
+    let mut clock = WallClock {
+        limits,
+        began: Instant::now(),
+        longest: Duration::ZERO,
+        total: Duration::ZERO,
+    };
+    let reader = EntryReader::new(BufReader::with_capacity(256 * 1024, &mut fetched.file));
+    let done = load_native_sliced(
+        env,
+        &fetched.index,
+        reader,
+        opts,
+        last_synced_txn_id,
+        &mut clock,
+    )
+    .map_err(|e| load_error(&fetched.name, e))?;
+    Ok(Merged {
+        // Nothing written: our view of what the snapshots cover is unchanged.
+        txn_id: done.last_txn_id.unwrap_or(last_synced_txn_id),
+        local_changed: done.local_changed,
+        stats: done.stats,
+        time_write_lock: clock.longest,
+        time_write_total: clock.total,
+        write_txns: done.write_txns,
+    })
+}
+
 fn merge_once(
     env: &Env,
     fetched: &mut Fetched,
     last_synced_txn_id: u64,
     opts: &LoadOptions,
+    limits: SliceLimits,
 ) -> Result<Merged, FetchError> {
+    if opts.native {
+        return merge_native(env, fetched, last_synced_txn_id, opts, limits);
+    }
     let name = fetched.name.clone();
     let lmdb_err = |source| FetchError::Lmdb {
         name: name.clone(),
@@ -170,19 +264,8 @@ fn merge_once(
             .map_err(shadow_err)?;
     }
     let reader = EntryReader::new(BufReader::with_capacity(256 * 1024, &mut fetched.file));
-    let stats = match load_snapshot(&mut txn, &fetched.index, reader, opts) {
-        Ok(stats) => stats,
-        // The first pass accepted these bytes, so a decode error now means the temporary file
-        // changed under us or could not be read.
-        Err(LoadError::Decode(e)) => return Err(decode_error(&name, e)),
-        Err(e @ LoadError::Version { .. }) => return Err(corrupt(&name, e)),
-        Err(source) => {
-            return Err(FetchError::Local {
-                name: name.clone(),
-                source,
-            });
-        }
-    };
+    let stats =
+        load_snapshot(&mut txn, &fetched.index, reader, opts).map_err(|e| load_error(&name, e))?;
     if !opts.native {
         crate::shadow::shadow_to_main(&mut txn, opts.dupsort_hack).map_err(shadow_err)?;
     }
@@ -200,5 +283,7 @@ fn merge_once(
         local_changed,
         stats,
         time_write_lock,
+        time_write_total: time_write_lock,
+        write_txns: 1,
     })
 }

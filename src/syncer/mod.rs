@@ -57,6 +57,8 @@ pub struct SyncOptions {
     /// Zero disables the periodic LMDB statistics log lines.
     pub log_stats_interval: Duration,
     pub log_stats_smaps: bool,
+    /// Write-lock bound of native-mode merges (`merge_lock_duration`, `merge_release_duration`).
+    pub merge_limits: load::SliceLimits,
 }
 
 pub struct Syncer {
@@ -324,13 +326,21 @@ impl Syncer {
             let size = fetched.compressed_size;
             let fetched_ts = fetched.index.meta.timestamp_nano;
             let t0 = Instant::now();
-            let merged = load::merge(&self.env, fetched, self.last_synced_txn_id, &opts);
+            let merged = load::merge(
+                &self.env,
+                fetched,
+                self.last_synced_txn_id,
+                &opts,
+                self.opts.merge_limits,
+            );
             drop(permit);
             match merged {
                 Ok(m) => {
                     log::info!(db = self.db, snapshot_instance = instance, shorthash = shorthash(&name),
                         txnID = m.txn_id, time_total = format!("{:?}", t0.elapsed()),
                         time_write_lock = format!("{:?}", m.time_write_lock),
+                        time_write_total = format!("{:?}", m.time_write_total),
+                        write_transactions = m.write_txns,
                         entries = m.stats.entries, written = m.stats.written,
                         timestamp = fetched_ts, extra = "",
                         compressed_size_bytes = size, kind = "snapshot"; "Loaded remote update");
