@@ -774,8 +774,11 @@ mod sliced_tests {
         gz.finish().unwrap()
     }
 
+    /// DBI, key, timestamp, flags, app value.
+    type Row = (Vec<u8>, Vec<u8>, u64, u8, Vec<u8>);
+
     /// Everything but the header's txn ID, which is local to each LMDB.
-    fn contents(env: &Env) -> Vec<(Vec<u8>, Vec<u8>, u64, u8, Vec<u8>)> {
+    fn contents(env: &Env) -> Vec<Row> {
         let txn = env.begin_ro().unwrap();
         let mut out = Vec::new();
         for name in txn.list_dbis().unwrap() {
