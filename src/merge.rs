@@ -4,12 +4,10 @@
 //! entries into the DBIs of one write transaction, creating missing DBIs with the snapshot's
 //! flags and writing only keys whose value actually changes.
 
-use std::io::Read;
-
 use crate::header::{self, FLAG_DELETED, FLAG_SYNC_MASK, HeaderError};
 use crate::lmdb::{Dbi, Env, LmdbError, RoTxn, RwTxn, Txn};
 use crate::snapshot::KvRef;
-use crate::snapshot::decode::{DecodeError, EntryReader, SnapshotIndex, validate_dbi};
+use crate::snapshot::decode::{DecodeError, EntrySource, SnapshotIndex, validate_dbi};
 
 /// DBIs whose names start with this are Lightning Stream's own and never synced.
 pub const SYNC_PREFIX: &[u8] = b"_sync";
@@ -216,10 +214,10 @@ fn target_dbi(
 /// caller runs main→shadow before and shadow→main after). `index`
 /// comes from a validating first pass over the same bytes that `entries` now streams, so a
 /// corrupt snapshot was refused before anything was written. The caller commits.
-pub fn load_snapshot<R: Read>(
+pub fn load_snapshot(
     txn: &mut RwTxn,
     index: &SnapshotIndex,
-    mut entries: EntryReader<R>,
+    mut entries: impl EntrySource,
     opts: &LoadOptions,
 ) -> Result<LoadStats, LoadError> {
     let mut stats = LoadStats::default();
@@ -307,19 +305,14 @@ enum Action {
     Delete,
 }
 
-/// Decides, under `txn`'s view, what one snapshot entry changes.
-fn plan_entry<T: Txn>(
-    txn: &T,
-    dbi: Dbi,
+/// Decides what one snapshot entry changes, given the key's current value.
+fn plan_entry(
+    old: Option<&[u8]>,
     kv: &KvRef,
     params: &MergeParams,
     buf: &mut Vec<u8>,
     dbi_name: &dyn Fn() -> String,
 ) -> Result<Action, LoadError> {
-    let old = txn.get(dbi, kv.key).map_err(|source| LoadError::Lmdb {
-        dbi: dbi_name(),
-        source,
-    })?;
     let decision = merge_entry(kv, old, params, buf).map_err(|source| LoadError::LocalHeader {
         dbi: dbi_name(),
         key: key_for_humans(kv.key),
@@ -349,6 +342,8 @@ pub trait SliceClock {
     /// Whether the current write transaction has been held long enough (asked every
     /// [`SLICE_CHECK_EVERY`] entries).
     fn due(&mut self) -> bool;
+    /// The write transaction is about to be committed.
+    fn committing(&mut self) {}
     /// The write transaction was committed; the lock stays free until the next [`began`].
     ///
     /// [`began`]: SliceClock::began
@@ -403,6 +398,7 @@ impl Slices<'_> {
 
     fn commit(&mut self, w: Writer) -> Result<(), LoadError> {
         let id = w.txn.id();
+        self.clock.committing();
         w.txn.commit().map_err(|source| LoadError::Lmdb {
             dbi: String::new(),
             source,
@@ -419,10 +415,97 @@ impl Slices<'_> {
     }
 }
 
-enum Mode<'e> {
-    Idle,
-    Read(RoTxn<'e>, u64),
-    Write(Writer<'e>),
+/// Where the read-only comparison stopped.
+enum ReadEnd {
+    /// The snapshot is done.
+    End,
+    /// Time for a fresh read view.
+    Renew,
+    /// This entry (of DBI message `usize`) changes something.
+    Differs(usize, crate::snapshot::OwnedKv),
+}
+
+/// Compares entries under `ro` until one would change the LMDB (see [`ReadEnd`]). One cursor
+/// per DBI: LMDB repositions a cursor within its current leaf page without descending from the
+/// root, and snapshot keys come in the DBI's order, so this is much cheaper than `get`.
+#[allow(clippy::too_many_arguments)]
+fn compare_run(
+    ro: &RoTxn,
+    entries: &mut impl EntrySource,
+    index: &SnapshotIndex,
+    targets: &[Option<Dbi>],
+    params: &mut MergeParams,
+    buf: &mut Vec<u8>,
+    stats: &mut LoadStats,
+) -> Result<ReadEnd, LoadError> {
+    let mut cursors: Vec<Option<crate::lmdb::Cursor>> = Vec::new();
+    cursors.resize_with(targets.len(), || None);
+    params.txn_id = ro.id() + 1;
+    let mut n = 0u64;
+    while let Some((i, kv)) = entries.next_entry()? {
+        let dbi = match targets.get(i) {
+            Some(Some(dbi)) => *dbi,
+            Some(None) => continue,
+            None => return Err(LoadError::UnknownDbi(i)),
+        };
+        stats.entries += 1;
+        let name = || lossy(&index.dbis[i].info.name);
+        let lmdb_err = |source| LoadError::Lmdb {
+            dbi: name(),
+            source,
+        };
+        if cursors[i].is_none() {
+            cursors[i] = Some(ro.cursor(dbi).map_err(lmdb_err)?);
+        }
+        let cursor = cursors[i].as_mut().expect("opened above");
+        let old = match cursor.set_range(kv.key).map_err(lmdb_err)? {
+            Some((k, v)) if k == kv.key => Some(v),
+            _ => None,
+        };
+        if plan_entry(old, &kv, params, buf, &name)? != Action::Nothing {
+            stats.entries -= 1; // counted again when applied
+            return Ok(ReadEnd::Differs(i, kv.into()));
+        }
+        n += 1;
+        if n >= READ_RENEW_EVERY {
+            return Ok(ReadEnd::Renew);
+        }
+    }
+    Ok(ReadEnd::End)
+}
+
+/// Applies one entry under the write lock, deciding again on the current value.
+#[allow(clippy::too_many_arguments)]
+fn apply_entry(
+    w: &mut Writer,
+    dbi: Dbi,
+    kv: &KvRef,
+    name: &dyn Fn() -> String,
+    params: &MergeParams,
+    buf: &mut Vec<u8>,
+    stats: &mut LoadStats,
+) -> Result<(), LoadError> {
+    let lmdb_err = |source| LoadError::Lmdb {
+        dbi: name(),
+        source,
+    };
+    let old = w.txn.get(dbi, kv.key).map_err(lmdb_err)?;
+    match plan_entry(old, kv, params, buf, name)? {
+        Action::Nothing => {}
+        Action::Put => {
+            w.txn.put(dbi, kv.key, buf).map_err(lmdb_err)?;
+            stats.written += 1;
+            w.dirty = true;
+        }
+        Action::Delete => {
+            w.txn.del(dbi, kv.key).map_err(lmdb_err)?;
+            stats.deleted += 1;
+            w.dirty = true;
+        }
+    }
+    stats.entries += 1;
+    w.entries += 1;
+    Ok(())
 }
 
 /// Merges a snapshot into the DBIs of a native-mode LMDB without holding the write lock
@@ -434,10 +517,10 @@ enum Mode<'e> {
 /// independently and a crash in between converges when the snapshot is merged again.
 /// `last_synced_txn_id` is the LMDB's last transaction already covered by a snapshot (or
 /// merge); any other writer's commit before or between our slices sets `local_changed`.
-pub fn load_native_sliced<R: Read>(
+pub fn load_native_sliced(
     env: &Env,
     index: &SnapshotIndex,
-    mut entries: EntryReader<R>,
+    mut entries: impl EntrySource,
     opts: &LoadOptions,
     last_synced_txn_id: u64,
     clock: &mut dyn SliceClock,
@@ -501,66 +584,70 @@ pub fn load_native_sliced<R: Read>(
         padding: opts.padding,
     };
     let mut buf = Vec::with_capacity(256);
-    let mut mode = Mode::Idle;
-    while let Some((i, kv)) = entries.next_entry()? {
-        let dbi = match targets.get(i) {
-            Some(Some(dbi)) => *dbi,
-            Some(None) => continue,
-            None => return Err(LoadError::UnknownDbi(i)),
+    let mut stats = LoadStats {
+        created_dbis: slices.out.stats.created_dbis,
+        ..LoadStats::default()
+    };
+    loop {
+        let end = {
+            let ro = env.begin_ro().map_err(lmdb_err(b""))?;
+            compare_run(
+                &ro,
+                &mut entries,
+                index,
+                &targets,
+                &mut params,
+                &mut buf,
+                &mut stats,
+            )?
         };
-        slices.out.stats.entries += 1;
-        let name = || lossy(&index.dbis[i].info.name);
-        if let Mode::Read(_, n) = &mode
-            && *n >= READ_RENEW_EVERY
-        {
-            mode = Mode::Idle;
-        }
-        if let Mode::Idle = mode {
-            mode = Mode::Read(env.begin_ro().map_err(lmdb_err(b""))?, 0);
-        }
-        if let Mode::Read(ro, n) = &mut mode {
-            *n += 1;
-            params.txn_id = ro.id() + 1;
-            if plan_entry(ro, dbi, &kv, &params, &mut buf, &name)? == Action::Nothing {
-                continue;
-            }
-            // A difference: end the read view, take the write lock and decide again under it.
-            drop(std::mem::replace(&mut mode, Mode::Idle));
-            mode = Mode::Write(slices.begin(env)?);
-        }
-        let Mode::Write(w) = &mut mode else {
-            unreachable!("a write transaction was just begun")
+        let (i, first) = match end {
+            ReadEnd::End => break,
+            ReadEnd::Renew => continue,
+            ReadEnd::Differs(i, kv) => (i, kv),
         };
+        // A difference: take the write lock and apply entries until the slice is due.
+        let mut w = slices.begin(env)?;
         params.txn_id = w.txn.id();
-        let action = plan_entry(&w.txn, dbi, &kv, &params, &mut buf, &name)?;
-        let write_err = |source| LoadError::Lmdb {
-            dbi: name(),
-            source,
+        let name = |i: usize| lossy(&index.dbis[i].info.name);
+        let dbi = targets[i].expect("compared entries have a target");
+        let kv = KvRef {
+            key: &first.key,
+            value: &first.value,
+            timestamp_nano: first.timestamp_nano,
+            flags: first.flags,
         };
-        match action {
-            Action::Nothing => {}
-            Action::Put => {
-                w.txn.put(dbi, kv.key, &buf).map_err(write_err)?;
-                slices.out.stats.written += 1;
-                w.dirty = true;
+        apply_entry(&mut w, dbi, &kv, &|| name(i), &params, &mut buf, &mut stats)?;
+        let mut finished = true;
+        let mut unchanged_run = 0u64;
+        while let Some((i, kv)) = entries.next_entry()? {
+            let dbi = match targets.get(i) {
+                Some(Some(dbi)) => *dbi,
+                Some(None) => continue,
+                None => return Err(LoadError::UnknownDbi(i)),
+            };
+            let changed_before = stats.written + stats.deleted;
+            apply_entry(&mut w, dbi, &kv, &|| name(i), &params, &mut buf, &mut stats)?;
+            if stats.written + stats.deleted > changed_before {
+                unchanged_run = 0;
+            } else {
+                unchanged_run += 1;
             }
-            Action::Delete => {
-                w.txn.del(dbi, kv.key).map_err(write_err)?;
-                slices.out.stats.deleted += 1;
-                w.dirty = true;
+            // Slices end when due, or when the changes seem to have stopped: comparing goes
+            // faster read-only, without holding the lock.
+            if unchanged_run >= SLICE_CHECK_EVERY
+                || (w.entries.is_multiple_of(SLICE_CHECK_EVERY) && slices.clock.due())
+            {
+                finished = false;
+                break;
             }
         }
-        w.entries += 1;
-        if w.entries.is_multiple_of(SLICE_CHECK_EVERY)
-            && slices.clock.due()
-            && let Mode::Write(w) = std::mem::replace(&mut mode, Mode::Idle)
-        {
-            slices.commit(w)?;
-        }
-    }
-    if let Mode::Write(w) = std::mem::replace(&mut mode, Mode::Idle) {
         slices.commit(w)?;
+        if finished {
+            break;
+        }
     }
+    slices.out.stats = stats;
     Ok(slices.out)
 }
 
@@ -720,7 +807,7 @@ mod sliced_tests {
     use super::*;
     use crate::lmdb::EnvOptions;
     use crate::snapshot::Meta;
-    use crate::snapshot::decode::scan;
+    use crate::snapshot::decode::{EntryReader, scan};
     use crate::snapshot::encode::GzipWriter;
     use std::sync::Arc;
 

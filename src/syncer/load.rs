@@ -12,7 +12,7 @@ use crate::lmdb::{Env, LmdbError};
 use crate::merge::{
     LoadError, LoadOptions, LoadStats, SliceClock, load_native_sliced, load_snapshot,
 };
-use crate::snapshot::decode::{DecodeError, EntryReader, SnapshotIndex, scan};
+use crate::snapshot::decode::{DecodeError, EntryReader, SnapshotIndex, ThreadedEntries, scan};
 use crate::storage::{Storage, StorageError, get_to_tempfile};
 
 /// Why a remote snapshot was not merged.
@@ -105,12 +105,29 @@ pub struct SliceLimits {
     pub pause: Duration,
 }
 
-/// The wall clock of sliced merges, recording the longest write transaction.
+/// The wall clock of sliced merges, recording the longest write transaction. A slice ends
+/// early enough that its commit (writing its pages out, fsync) fits in the bound too, going by
+/// how long the previous commit took.
 struct WallClock {
     limits: SliceLimits,
     began: Instant,
+    committing: Instant,
+    last_commit: Duration,
     longest: Duration,
     total: Duration,
+}
+
+impl WallClock {
+    fn new(limits: SliceLimits) -> WallClock {
+        WallClock {
+            limits,
+            began: Instant::now(),
+            committing: Instant::now(),
+            last_commit: Duration::ZERO,
+            longest: Duration::ZERO,
+            total: Duration::ZERO,
+        }
+    }
 }
 
 impl SliceClock for WallClock {
@@ -119,11 +136,18 @@ impl SliceClock for WallClock {
     }
 
     fn due(&mut self) -> bool {
-        !self.limits.max.is_zero() && self.began.elapsed() >= self.limits.max
+        !self.limits.max.is_zero() && self.began.elapsed() + self.last_commit >= self.limits.max
+    }
+
+    fn committing(&mut self) {
+        self.committing = Instant::now();
     }
 
     fn committed(&mut self) {
-        let held = self.began.elapsed();
+        let now = Instant::now();
+        // At most half the bound, so that a slow commit cannot make every slice tiny.
+        self.last_commit = (now - self.committing).min(self.limits.max / 2);
+        let held = now - self.began;
         self.longest = self.longest.max(held);
         self.total += held;
         // Give writers waiting for the lock (PowerDNS) the chance to take it.
@@ -206,21 +230,17 @@ fn merge_native(
     opts: &LoadOptions,
     limits: SliceLimits,
 ) -> Result<Merged, FetchError> {
-    let mut clock = WallClock {
-        limits,
-        began: Instant::now(),
-        longest: Duration::ZERO,
-        total: Duration::ZERO,
-    };
-    let reader = EntryReader::new(BufReader::with_capacity(256 * 1024, &mut fetched.file));
-    let done = load_native_sliced(
-        env,
-        &fetched.index,
-        reader,
-        opts,
-        last_synced_txn_id,
-        &mut clock,
-    )
+    let mut clock = WallClock::new(limits);
+    // Decompression and parsing run on a second thread, beside the LMDB work.
+    let file = fetched.file.try_clone().map_err(|source| FetchError::Io {
+        name: fetched.name.clone(),
+        source,
+    })?;
+    let index = &fetched.index;
+    let done = std::thread::scope(|scope| {
+        let entries = ThreadedEntries::spawn(scope, BufReader::with_capacity(256 * 1024, file));
+        load_native_sliced(env, index, entries, opts, last_synced_txn_id, &mut clock)
+    })
     .map_err(|e| load_error(&fetched.name, e))?;
     Ok(Merged {
         // Nothing written: our view of what the snapshots cover is unchanged.

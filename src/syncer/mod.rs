@@ -24,7 +24,7 @@ use crate::lmdb::{Env, Txn};
 use crate::merge::LoadOptions;
 use crate::metrics::metrics;
 use crate::snapshot::Meta;
-use crate::snapshot::encode::GzipWriter;
+use crate::snapshot::encode::ParallelGzip;
 use crate::snapshot::name::SnapshotName;
 use crate::status::health::DbHealth;
 use crate::status::update_board;
@@ -396,7 +396,10 @@ impl Syncer {
         meta: &Meta,
     ) -> anyhow::Result<(std::fs::File, send::SnapshotStats)> {
         let file = tempfile::tempfile().context("creating a temporary file for the snapshot")?;
-        let gz = GzipWriter::new(BufWriter::with_capacity(256 * 1024, file));
+        // Compression runs on worker threads, beside the LMDB reading and encoding.
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+        let gz = ParallelGzip::new(BufWriter::with_capacity(256 * 1024, file), threads)
+            .context("starting the compression threads")?;
         let (gz, stats) = send::write_snapshot(
             txn,
             meta,
