@@ -425,9 +425,47 @@ enum ReadEnd {
     Differs(usize, crate::snapshot::OwnedKv),
 }
 
-/// Compares entries under `ro` until one would change the LMDB (see [`ReadEnd`]). One cursor
-/// per DBI: LMDB repositions a cursor within its current leaf page without descending from the
-/// root, and snapshot keys come in the DBI's order, so this is much cheaper than `get`.
+/// A read cursor walking one DBI alongside the snapshot's keys.
+struct Walk<'t> {
+    cursor: crate::lmdb::Cursor<'t>,
+    /// Where the cursor is: `Some(None)` past the last key, `None` not positioned yet.
+    pos: Option<Option<(&'t [u8], &'t [u8])>>,
+    /// Keys in plain byte order (no INTEGERKEY/REVERSEKEY), as slices compare.
+    bytewise: bool,
+}
+
+impl<'t> Walk<'t> {
+    /// The value of `key`, if present. Snapshot keys come in the DBI's order, so usually the
+    /// next entry is the one: step forward a little before searching (LMDB's search restarts
+    /// from the root whenever the key is past the current page).
+    fn lookup(&mut self, key: &[u8]) -> Result<Option<&'t [u8]>, LmdbError> {
+        if self.bytewise
+            && let Some(mut pos) = self.pos
+        {
+            for _ in 0..8 {
+                match pos {
+                    // Nothing after a key smaller than this one: absent.
+                    None => return Ok(None),
+                    Some((k, v)) => match k.cmp(key) {
+                        std::cmp::Ordering::Equal => return Ok(Some(v)),
+                        // Maybe before the cursor (snapshot order differs): search.
+                        std::cmp::Ordering::Greater => break,
+                        std::cmp::Ordering::Less => {
+                            pos = self.cursor.next_entry()?;
+                            self.pos = Some(pos);
+                        }
+                    },
+                }
+            }
+        }
+        let found = self.cursor.set_range(key)?;
+        self.pos = Some(found);
+        Ok(found.filter(|(k, _)| *k == key).map(|(_, v)| v))
+    }
+}
+
+/// Compares entries under `ro` until one would change the LMDB (see [`ReadEnd`]), walking
+/// each DBI with a cursor alongside the snapshot.
 #[allow(clippy::too_many_arguments)]
 fn compare_run(
     ro: &RoTxn,
@@ -438,8 +476,8 @@ fn compare_run(
     buf: &mut Vec<u8>,
     stats: &mut LoadStats,
 ) -> Result<ReadEnd, LoadError> {
-    let mut cursors: Vec<Option<crate::lmdb::Cursor>> = Vec::new();
-    cursors.resize_with(targets.len(), || None);
+    let mut walks: Vec<Option<Walk>> = Vec::new();
+    walks.resize_with(targets.len(), || None);
     params.txn_id = ro.id() + 1;
     let mut n = 0u64;
     while let Some((i, kv)) = entries.next_entry()? {
@@ -454,14 +492,16 @@ fn compare_run(
             dbi: name(),
             source,
         };
-        if cursors[i].is_none() {
-            cursors[i] = Some(ro.cursor(dbi).map_err(lmdb_err)?);
+        if walks[i].is_none() {
+            let flags = ro.dbi_flags(dbi).map_err(lmdb_err)?;
+            walks[i] = Some(Walk {
+                cursor: ro.cursor(dbi).map_err(lmdb_err)?,
+                pos: None,
+                bytewise: flags & (crate::lmdb::MDB_INTEGERKEY | crate::lmdb::MDB_REVERSEKEY) == 0,
+            });
         }
-        let cursor = cursors[i].as_mut().expect("opened above");
-        let old = match cursor.set_range(kv.key).map_err(lmdb_err)? {
-            Some((k, v)) if k == kv.key => Some(v),
-            _ => None,
-        };
+        let walk = walks[i].as_mut().expect("opened above");
+        let old = walk.lookup(kv.key).map_err(lmdb_err)?;
         if plan_entry(old, &kv, params, buf, &name)? != Action::Nothing {
             stats.entries -= 1; // counted again when applied
             return Ok(ReadEnd::Differs(i, kv.into()));
@@ -479,6 +519,7 @@ fn compare_run(
 fn apply_entry(
     w: &mut Writer,
     dbi: Dbi,
+    append: &mut bool,
     kv: &KvRef,
     name: &dyn Fn() -> String,
     params: &MergeParams,
@@ -490,10 +531,19 @@ fn apply_entry(
         source,
     };
     let old = w.txn.get(dbi, kv.key).map_err(lmdb_err)?;
+    let absent = old.is_none();
     match plan_entry(old, kv, params, buf, name)? {
         Action::Nothing => {}
         Action::Put => {
-            w.txn.put(dbi, kv.key, buf).map_err(lmdb_err)?;
+            // New keys past the end (a first load) are appended; the first that is not after
+            // the last key turns appending off for this DBI.
+            let appended = absent && *append && w.txn.append(dbi, kv.key, buf).map_err(lmdb_err)?;
+            if absent && !appended {
+                *append = false;
+            }
+            if !appended {
+                w.txn.put(dbi, kv.key, buf).map_err(lmdb_err)?;
+            }
             stats.written += 1;
             w.dirty = true;
         }
@@ -584,6 +634,19 @@ pub fn load_native_sliced(
         padding: opts.padding,
     };
     let mut buf = Vec::with_capacity(256);
+    // Appending is tried for non-DUPSORT DBIs until it first fails.
+    let mut append = vec![false; targets.len()];
+    {
+        let ro = env.begin_ro().map_err(lmdb_err(b""))?;
+        for (i, t) in targets.iter().enumerate() {
+            if let Some(dbi) = t {
+                let flags = ro
+                    .dbi_flags(*dbi)
+                    .map_err(lmdb_err(&index.dbis[i].info.name))?;
+                append[i] = flags & crate::lmdb::MDB_DUPSORT == 0;
+            }
+        }
+    }
     let mut stats = LoadStats {
         created_dbis: slices.out.stats.created_dbis,
         ..LoadStats::default()
@@ -617,7 +680,16 @@ pub fn load_native_sliced(
             timestamp_nano: first.timestamp_nano,
             flags: first.flags,
         };
-        apply_entry(&mut w, dbi, &kv, &|| name(i), &params, &mut buf, &mut stats)?;
+        apply_entry(
+            &mut w,
+            dbi,
+            &mut append[i],
+            &kv,
+            &|| name(i),
+            &params,
+            &mut buf,
+            &mut stats,
+        )?;
         let mut finished = true;
         let mut unchanged_run = 0u64;
         while let Some((i, kv)) = entries.next_entry()? {
@@ -627,7 +699,16 @@ pub fn load_native_sliced(
                 None => return Err(LoadError::UnknownDbi(i)),
             };
             let changed_before = stats.written + stats.deleted;
-            apply_entry(&mut w, dbi, &kv, &|| name(i), &params, &mut buf, &mut stats)?;
+            apply_entry(
+                &mut w,
+                dbi,
+                &mut append[i],
+                &kv,
+                &|| name(i),
+                &params,
+                &mut buf,
+                &mut stats,
+            )?;
             if stats.written + stats.deleted > changed_before {
                 unchanged_run = 0;
             } else {
@@ -1015,6 +1096,47 @@ mod sliced_tests {
         // Newer remote values and newer remote tombstones (kept as header-only values).
         assert_eq!(r.stats.written, 12_000 / 5 * 2 + 1);
         assert_eq!(r.stats.deleted, 0);
+    }
+
+    /// Appending (into an empty DBI, or past its last key) and its fallback give the same
+    /// result as plain puts.
+    #[test]
+    fn appending_and_its_fallback() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = env(dir.path(), "src");
+        let items: Vec<_> = (0..3000u32)
+            .map(|i| (format!("k{i:05}").into_bytes(), val(10, false, b"v")))
+            .collect();
+        put_all(&src, b"records", &items);
+        let snap = snapshot_of(&src);
+        for local in [
+            vec![],
+            // After every snapshot key: appends fail at once.
+            vec![(b"zzz".to_vec(), val(1, false, b"local"))],
+            // Inside the range: appends work until k01500, then plain puts.
+            vec![(b"k01500x".to_vec(), val(1, false, b"local"))],
+        ] {
+            let dst = env(
+                dir.path(),
+                &format!(
+                    "dst{}",
+                    local.len() + local.first().map_or(0, |l| l.0.len())
+                ),
+            );
+            put_all(&dst, b"records", &local);
+            let last = dst.info().unwrap().last_txn_id;
+            let r = load(&dst, &snap, last, &mut Never);
+            assert_eq!(r.stats.written, 3000);
+            let got = contents(&dst);
+            assert_eq!(got.len(), 3000 + local.len());
+            let keys: Vec<_> = got.iter().map(|r| r.1.clone()).collect();
+            let mut sorted = keys.clone();
+            sorted.sort();
+            assert_eq!(keys, sorted);
+            for (k, _) in &items {
+                assert!(keys.contains(k));
+            }
+        }
     }
 
     #[test]
