@@ -330,6 +330,10 @@ fn plan_entry(
 /// Entries merged between two looks at the clock while a sliced merge holds the write lock.
 pub const SLICE_CHECK_EVERY: u64 = 1000;
 
+/// A write slice ends after this many entries in a row that changed nothing: comparing is
+/// faster read-only, but every commit costs an fsync, worth about this many comparisons.
+const UNCHANGED_RUN_ENDS_SLICE: u64 = 10_000;
+
 /// Read transactions of a sliced merge are renewed after this many entries, so that a long
 /// comparison does not pin old pages while the application keeps writing.
 const READ_RENEW_EVERY: u64 = 100_000;
@@ -716,7 +720,7 @@ pub fn load_native_sliced(
             }
             // Slices end when due, or when the changes seem to have stopped: comparing goes
             // faster read-only, without holding the lock.
-            if unchanged_run >= SLICE_CHECK_EVERY
+            if unchanged_run >= UNCHANGED_RUN_ENDS_SLICE
                 || (w.entries.is_multiple_of(SLICE_CHECK_EVERY) && slices.clock.due())
             {
                 finished = false;

@@ -358,3 +358,21 @@ fn retention_math_is_float32() {
         31_968_002_077_360_128 - 3_600_000_000_000
     );
 }
+
+#[test]
+fn merge_lock_keys_of_ours() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.merge_lock_duration.to_string(), "50ms");
+    assert_eq!(c.merge_release_duration.to_string(), "2ms");
+    let c = parse(&format!(
+        "{MINIMAL}merge_lock_duration: 0\nmerge_release_duration: 10ms\n"
+    ))
+    .unwrap();
+    assert!(c.merge_lock_duration.is_zero());
+    assert_eq!(c.merge_release_duration.to_string(), "10ms");
+    let e = err(&format!("{MINIMAL}merge_lock_duration: -1s\n"));
+    assert!(
+        e.contains("merge_lock_duration") && e.contains("negative"),
+        "{e}"
+    );
+}
