@@ -210,3 +210,67 @@ fn wait_for_marker_file() {
         || snapshots() > 0,
     );
 }
+
+/// A large merge in many short write transactions: the merged data is complete, our own
+/// slices are not taken for local changes (no snapshot follows), and a write made by another
+/// process while the merge runs is.
+#[test]
+fn sliced_merge_is_not_a_local_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let b = Instance::new(dir.path(), "b", &bucket, "100ms");
+    let keys: Vec<String> = (0..30_000).map(|i| format!("key-{i:06}")).collect();
+    let entries: Vec<(&str, Option<&str>, u64)> = keys
+        .iter()
+        .map(|k| (k.as_str(), Some("value"), 1000))
+        .collect();
+    b.write("records", &entries);
+    b.sync_once();
+    let a = Instance::new(dir.path(), "a", &bucket, "100ms");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&a.config)
+        .unwrap();
+    std::io::Write::write_all(
+        &mut f,
+        b"merge_lock_duration: 1ms\nmerge_release_duration: 1ms\n",
+    )
+    .unwrap();
+    let log = dir.path().join("a.log");
+    let _d = Daemon::start(&a, "sync", &log);
+    wait_for("b's snapshot merged", Duration::from_secs(30), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("Loaded remote update")
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
+    let slices: u64 = text
+        .split("write_transactions=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(slices > 1, "expected several write transactions: {text}");
+    assert_eq!(records(&a.dump()).len(), 30_000);
+    let own = || {
+        std::fs::read_dir(&bucket)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("main__a__")
+            })
+            .count()
+    };
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(own(), 0, "a snapshot was stored for a merge alone:\n{text}");
+    // A real local change is snapshotted.
+    a.write("records", &[("local", Some("x"), 5000)]);
+    wait_for(
+        "a's snapshot of its own change",
+        Duration::from_secs(20),
+        || own() > 0,
+    );
+}
