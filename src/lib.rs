@@ -16,3 +16,5 @@ pub mod snapshot;
 pub mod status;
 pub mod storage;
 pub mod syncer;
+#[cfg(test)]
+mod testutil;

@@ -676,44 +676,37 @@ pub fn load_native_sliced(
         // A difference: take the write lock and apply entries until the slice is due.
         let mut w = slices.begin(env)?;
         params.txn_id = w.txn.id();
-        let name = |i: usize| lossy(&index.dbis[i].info.name);
-        let dbi = targets[i].expect("compared entries have a target");
-        let kv = KvRef {
+        let mut apply = |w: &mut Writer, i: usize, kv: &KvRef| -> Result<bool, LoadError> {
+            let dbi = match targets.get(i) {
+                Some(Some(dbi)) => *dbi,
+                Some(None) => return Ok(false),
+                None => return Err(LoadError::UnknownDbi(i)),
+            };
+            let before = stats.written + stats.deleted;
+            let name = || lossy(&index.dbis[i].info.name);
+            apply_entry(
+                w,
+                dbi,
+                &mut append[i],
+                kv,
+                &name,
+                &params,
+                &mut buf,
+                &mut stats,
+            )?;
+            Ok(stats.written + stats.deleted > before)
+        };
+        let first = KvRef {
             key: &first.key,
             value: &first.value,
             timestamp_nano: first.timestamp_nano,
             flags: first.flags,
         };
-        apply_entry(
-            &mut w,
-            dbi,
-            &mut append[i],
-            &kv,
-            &|| name(i),
-            &params,
-            &mut buf,
-            &mut stats,
-        )?;
+        apply(&mut w, i, &first)?;
         let mut finished = true;
         let mut unchanged_run = 0u64;
         while let Some((i, kv)) = entries.next_entry()? {
-            let dbi = match targets.get(i) {
-                Some(Some(dbi)) => *dbi,
-                Some(None) => continue,
-                None => return Err(LoadError::UnknownDbi(i)),
-            };
-            let changed_before = stats.written + stats.deleted;
-            apply_entry(
-                &mut w,
-                dbi,
-                &mut append[i],
-                &kv,
-                &|| name(i),
-                &params,
-                &mut buf,
-                &mut stats,
-            )?;
-            if stats.written + stats.deleted > changed_before {
+            if apply(&mut w, i, &kv)? {
                 unchanged_run = 0;
             } else {
                 unchanged_run += 1;
@@ -890,38 +883,15 @@ mod tests {
 #[cfg(test)]
 mod sliced_tests {
     use super::*;
-    use crate::lmdb::EnvOptions;
     use crate::snapshot::Meta;
     use crate::snapshot::decode::{EntryReader, scan};
     use crate::snapshot::encode::GzipWriter;
     use std::sync::Arc;
 
+    use crate::testutil::{header_value as val, put_all};
+
     fn env(dir: &std::path::Path, name: &str) -> Arc<Env> {
-        let o = EnvOptions {
-            no_subdir: true,
-            create: true,
-            map_size: 256 << 20,
-            max_dbs: 16,
-            ..Default::default()
-        };
-        Env::open(&dir.join(name), &o).unwrap()
-    }
-
-    fn val(ts: u64, deleted: bool, app: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        let flags = if deleted { FLAG_DELETED } else { 0 };
-        header::write_header(&mut v, ts, 7, flags, false);
-        v.extend_from_slice(app);
-        v
-    }
-
-    fn put_all(env: &Env, dbi: &[u8], items: &[(Vec<u8>, Vec<u8>)]) {
-        let mut txn = env.begin_rw().unwrap();
-        let d = txn.create_dbi(dbi, 0).unwrap();
-        for (k, v) in items {
-            txn.put(d, k, v).unwrap();
-        }
-        txn.commit().unwrap();
+        crate::testutil::scratch_env(dir, name, 256 << 20)
     }
 
     fn snapshot_of(src: &Env) -> Vec<u8> {

@@ -189,18 +189,7 @@ fn wait_for_marker_file() {
             .spawn()
             .unwrap(),
     );
-    let snapshots = || {
-        std::fs::read_dir(&bucket)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("main__")
-            })
-            .count()
-    };
+    let snapshots = || common::count_objects(&bucket, "main__");
     std::thread::sleep(Duration::from_millis(800));
     assert_eq!(snapshots(), 0, "synced before the marker existed");
     std::fs::write(bucket.join("go-ahead"), b"").unwrap();
@@ -252,18 +241,7 @@ fn sliced_merge_is_not_a_local_change() {
         .unwrap();
     assert!(slices > 1, "expected several write transactions: {text}");
     assert_eq!(records(&a.dump()).len(), 30_000);
-    let own = || {
-        std::fs::read_dir(&bucket)
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("main__a__")
-            })
-            .count()
-    };
+    let own = || common::count_objects(&bucket, "main__a__");
     std::thread::sleep(Duration::from_millis(1000));
     assert_eq!(own(), 0, "a snapshot was stored for a merge alone:\n{text}");
     // A real local change is snapshotted.

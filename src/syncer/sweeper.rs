@@ -249,37 +249,14 @@ impl Sweeper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::lmdb::EnvOptions;
 
     const DAY: u64 = 86_400_000_000_000;
     const NOW: u64 = 1_714_557_600_000_000_000;
 
+    use crate::testutil::{header_value as value, put_all as fill};
+
     fn env(dir: &std::path::Path) -> Arc<Env> {
-        let o = EnvOptions {
-            no_subdir: true,
-            create: true,
-            map_size: 256 << 20,
-            max_dbs: 16,
-            ..Default::default()
-        };
-        Env::open(&dir.join("db"), &o).unwrap()
-    }
-
-    fn value(ts: u64, deleted: bool, body: &[u8]) -> Vec<u8> {
-        let mut v = Vec::new();
-        let flags = if deleted { header::FLAG_DELETED } else { 0 };
-        header::write_header(&mut v, ts, 1, flags, false);
-        v.extend_from_slice(body);
-        v
-    }
-
-    fn fill(env: &Env, dbi_name: &[u8], entries: &[(Vec<u8>, Vec<u8>)]) {
-        let mut txn = env.begin_rw().unwrap();
-        let dbi = txn.create_dbi(dbi_name, 0).unwrap();
-        for (k, v) in entries {
-            txn.put(dbi, k, v).unwrap();
-        }
-        txn.commit().unwrap();
+        crate::testutil::scratch_env(dir, "db", 256 << 20)
     }
 
     fn contents(env: &Env, dbi_name: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {

@@ -215,3 +215,16 @@ pub fn shared_dir(sub: &str) -> Option<PathBuf> {
     eprintln!("skipping: {} not present", dir.display());
     None
 }
+
+/// How many objects in the fs bucket `bucket` have names starting with `prefix`.
+pub fn count_objects(bucket: &Path, prefix: &str) -> usize {
+    std::fs::read_dir(bucket)
+        .map(|d| {
+            d.filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with(prefix))
+            })
+            .count()
+        })
+        .unwrap_or(0)
+}
