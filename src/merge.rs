@@ -252,48 +252,34 @@ pub fn load_snapshot(
 
     let mut buf = Vec::with_capacity(256);
     while let Some((i, kv)) = entries.next_entry()? {
-        let dbi = match targets.get(i) {
-            Some(Some(dbi)) => *dbi,
-            Some(None) => continue,
-            None => return Err(LoadError::UnknownDbi(i)),
+        let Some(dbi) = target_of(&targets, i)? else {
+            continue;
         };
         stats.entries += 1;
         let name = || lossy(&index.dbis[i].info.name);
-        let old = txn.get(dbi, kv.key).map_err(|source| LoadError::Lmdb {
+        let lmdb_err = |source| LoadError::Lmdb {
             dbi: name(),
             source,
-        })?;
-        let had_old = old.is_some();
-        let decision =
-            merge_entry(&kv, old, &params, &mut buf).map_err(|source| LoadError::LocalHeader {
-                dbi: name(),
-                key: key_for_humans(kv.key),
-                source,
-            })?;
-        match decision {
-            Decision::Keep => {}
-            Decision::Put => {
-                if old != Some(buf.as_slice()) {
-                    txn.put(dbi, kv.key, &buf)
-                        .map_err(|source| LoadError::Lmdb {
-                            dbi: name(),
-                            source,
-                        })?;
-                    stats.written += 1;
-                }
+        };
+        let old = txn.get(dbi, kv.key).map_err(lmdb_err)?;
+        match plan_entry(old, &kv, &params, &mut buf, &name)? {
+            Action::Nothing => {}
+            Action::Put => {
+                txn.put(dbi, kv.key, &buf).map_err(lmdb_err)?;
+                stats.written += 1;
             }
-            Decision::Delete => {
-                if had_old {
-                    txn.del(dbi, kv.key).map_err(|source| LoadError::Lmdb {
-                        dbi: name(),
-                        source,
-                    })?;
-                    stats.deleted += 1;
-                }
+            Action::Delete => {
+                txn.del(dbi, kv.key).map_err(lmdb_err)?;
+                stats.deleted += 1;
             }
         }
     }
     Ok(stats)
+}
+
+/// The LMDB DBI that entries of snapshot DBI message `i` go to; `None` for skipped DBIs.
+fn target_of(targets: &[Option<Dbi>], i: usize) -> Result<Option<Dbi>, LoadError> {
+    targets.get(i).copied().ok_or(LoadError::UnknownDbi(i))
 }
 
 /// What merging one entry needs done to the LMDB.
@@ -485,10 +471,8 @@ fn compare_run(
     params.txn_id = ro.id() + 1;
     let mut n = 0u64;
     while let Some((i, kv)) = entries.next_entry()? {
-        let dbi = match targets.get(i) {
-            Some(Some(dbi)) => *dbi,
-            Some(None) => continue,
-            None => return Err(LoadError::UnknownDbi(i)),
+        let Some(dbi) = target_of(targets, i)? else {
+            continue;
         };
         stats.entries += 1;
         let name = || lossy(&index.dbis[i].info.name);
@@ -677,10 +661,8 @@ pub fn load_native_sliced(
         let mut w = slices.begin(env)?;
         params.txn_id = w.txn.id();
         let mut apply = |w: &mut Writer, i: usize, kv: &KvRef| -> Result<bool, LoadError> {
-            let dbi = match targets.get(i) {
-                Some(Some(dbi)) => *dbi,
-                Some(None) => return Ok(false),
-                None => return Err(LoadError::UnknownDbi(i)),
+            let Some(dbi) = target_of(&targets, i)? else {
+                return Ok(false);
             };
             let before = stats.written + stats.deleted;
             let name = || lossy(&index.dbis[i].info.name);
