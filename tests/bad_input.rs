@@ -208,3 +208,32 @@ fn local_value_without_header_is_a_clear_error() {
     );
     assert!(!err.contains("panicked"), "{err}");
 }
+
+/// A gzip bomb (a valid snapshot that decompresses to far more than allowed) is refused as
+/// corrupt before anything is merged, and the daemon goes on.
+#[test]
+fn gzip_bomb_is_refused_by_size() {
+    let (_dir, bucket, b) = setup();
+    let zeros = vec![0u8; 60_000];
+    let keys: Vec<String> = (0..100).map(|i| format!("k{i:03}")).collect();
+    let entries: Vec<(&[u8], &[u8], u64)> = keys
+        .iter()
+        .map(|k| (k.as_bytes(), zeros.as_slice(), 5))
+        .collect();
+    let bomb = snapshot("records", &entries);
+    assert!(bomb.len() < 100_000, "6 MB of zeros compress well");
+    std::fs::write(bucket.join(NAME_EVIL), &bomb).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&b.config)
+        .unwrap();
+    f.write_all(b"snapshot_max_uncompressed_size: 1MB\n")
+        .unwrap();
+    let before = b.dump();
+    let log = b.sync_once();
+    assert!(
+        log.contains("Snapshot marked as corrupt") && log.contains("decompresses to more than"),
+        "{log}"
+    );
+    assert_eq!(b.dump(), before);
+}

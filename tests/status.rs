@@ -392,3 +392,55 @@ fn sweeper_in_a_daemon() {
         },
     );
 }
+
+/// Secrets never leave the process: not in the log (debug level, with S3 failures), not in
+/// `--log-config`, not on any status page. The status server listens only where configured.
+#[test]
+fn secrets_stay_out_of_every_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = s3server::S3Server::start(&dir.path().join("s3"));
+    let a = Instance::with_storage(dir.path(), "a", &s3_storage(&server, ""), "100ms");
+    let port = free_port();
+    append_config(&a, &format!("http:\n  address: 127.0.0.1:{port}\n"));
+    a.write("records", &[("k", Some("v"), 10)]);
+    let log = dir.path().join("a.log");
+    let d = Daemon(
+        a.command(&["--log-config", "sync"])
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("HTTP up", Duration::from_secs(20), || {
+        get(port, "/healthz").is_some()
+    });
+    wait_for("a snapshot stored", Duration::from_secs(20), || {
+        log_of(&log).contains("Stored snapshot")
+    });
+    // Failures log request details: still no secret.
+    server.stop();
+    a.write("records", &[("k2", Some("v"), 20)]);
+    wait_for("store failures logged", Duration::from_secs(60), || {
+        log_of(&log).contains("Store failed")
+    });
+    let mut outputs = vec![log_of(&log)];
+    for path in ["/", "/healthz", "/metrics", "/storage"] {
+        outputs.push(get(port, path).map(|r| r.1).unwrap_or_default());
+    }
+    // Only the configured address answers: another loopback address of this host does not.
+    assert!(TcpStream::connect(("127.0.0.2", port)).is_err());
+    drop(d);
+    let out = a
+        .command(&["--log-config", "snapshots", "ls"])
+        .output()
+        .unwrap();
+    outputs.push(String::from_utf8_lossy(&out.stderr).into_owned());
+    outputs.push(String::from_utf8_lossy(&out.stdout).into_owned());
+    for o in &outputs {
+        assert!(!o.contains(s3server::SECRET_KEY), "secret key leaked:\n{o}");
+        assert!(!o.contains("X-Amz-Signature="), "signature leaked:\n{o}");
+    }
+    assert!(
+        outputs[0].contains("secret_key"),
+        "the effective config is logged, redacted"
+    );
+}

@@ -67,6 +67,7 @@ fn run(
         waiting_snapshots: usize::try_from(cfg.memory_decompressed_snapshots).unwrap_or(1),
         log_stats_interval: cfg.lmdb_log_stats_interval.as_std(),
         log_stats_smaps: cfg.lmdb_scrape_smaps,
+        max_uncompressed: cfg.snapshot_max_uncompressed_size,
         merge_limits: crate::syncer::load::SliceLimits {
             max: cfg.merge_lock_duration.as_std(),
             pause: cfg.merge_release_duration.as_std(),

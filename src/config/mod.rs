@@ -84,6 +84,10 @@ macro_rules! dur {
 }
 const S: i64 = 1_000_000_000;
 dur!(d_2ms, S / 500);
+
+fn max_uncompressed() -> u64 {
+    16 << 30
+}
 dur!(d_50ms, S / 20);
 dur!(d_1s, S);
 dur!(d_5s, 5 * S);
@@ -142,6 +146,13 @@ pub struct Config {
     pub memory_decompressed_snapshots: i64,
     #[serde(default, deserialize_with = "de_bool")]
     pub only_once: bool,
+    /// Ours: snapshots that decompress to more than this are refused as corrupt (gzip bombs).
+    #[serde(
+        default = "max_uncompressed",
+        deserialize_with = "de_size",
+        serialize_with = "ser_size"
+    )]
+    pub snapshot_max_uncompressed_size: u64,
     /// Ours (the Go version has no such key): the longest a native-mode merge holds the LMDB
     /// write lock before committing what it has and letting other writers in; 0 = unbounded.
     #[serde(default = "d_50ms")]

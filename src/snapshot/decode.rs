@@ -41,6 +41,9 @@ pub enum DecodeError {
     EmptyKey { dbi: String },
     #[error("key of {len} bytes in DBI {dbi:?} exceeds LMDB's limit of {MAX_KEY_SIZE} bytes")]
     KeyTooLong { dbi: String, len: usize },
+    /// More decompressed bytes than allowed (a gzip bomb, or a limit set too low).
+    #[error("decompresses to more than {limit} bytes (snapshot_max_uncompressed_size)")]
+    TooLarge { limit: u64 },
 }
 
 /// A version or transform this reader cannot merge (format.md §1.5).
@@ -113,6 +116,8 @@ struct Decoder<R: Read> {
     dbi_left: Option<u64>,
     buf: Vec<u8>,
     kv: KvPos,
+    /// Decompressed bytes allowed.
+    limit: u64,
 }
 
 fn pb_err(at: &'static str, offset: u64, reason: impl Into<String>) -> DecodeError {
@@ -141,6 +146,7 @@ impl<R: Read> Decoder<R> {
             dbi_left: None,
             buf: Vec::new(),
             kv: KvPos::default(),
+            limit: u64::MAX,
         }
     }
 
@@ -260,6 +266,10 @@ impl<R: Read> Decoder<R> {
 
     fn next(&mut self) -> Result<Event, DecodeError> {
         loop {
+            // Entries are capped in size, so checking between events bounds the overrun.
+            if self.pos > self.limit {
+                return Err(DecodeError::TooLarge { limit: self.limit });
+            }
             match self.dbi_left {
                 Some(0) => self.dbi_left = None,
                 Some(left) => {
@@ -421,7 +431,13 @@ fn dbi_label(d: &DbiIndexEntry, i: usize) -> String {
 
 /// First pass: decompresses and validates the whole snapshot, keeping only its index.
 pub fn scan<R: Read>(compressed: R) -> Result<SnapshotIndex, DecodeError> {
+    scan_limited(compressed, u64::MAX)
+}
+
+/// [`scan`], refusing snapshots that decompress to more than `limit` bytes.
+pub fn scan_limited<R: Read>(compressed: R, limit: u64) -> Result<SnapshotIndex, DecodeError> {
     let mut d = Decoder::new(compressed);
+    d.limit = limit;
     let mut idx = SnapshotIndex::default();
     loop {
         let ev = d.next()?;
@@ -698,6 +714,49 @@ mod tests {
 
     use super::super::encode::{GzipWriter, SnapshotWriter, kv_field_len};
     use super::*;
+
+    #[test]
+    fn decompressed_size_limit() {
+        use crate::snapshot::encode::{SnapshotWriter, kv_field_len};
+        let value = vec![0u8; 100_000];
+        let keys: Vec<[u8; 4]> = (0..100u32).map(|i| i.to_be_bytes()).collect();
+        let kvs: Vec<KvRef> = keys
+            .iter()
+            .map(|k| KvRef {
+                key: k,
+                value: &value,
+                timestamp_nano: 1,
+                flags: 0,
+            })
+            .collect();
+        let len = kvs.iter().map(kv_field_len).sum();
+        let mut big = SnapshotWriter::new(Vec::new(), &Meta::default()).unwrap();
+        big.begin_dbi(
+            &DbiInfo {
+                name: b"d".to_vec(),
+                ..Default::default()
+            },
+            len,
+        )
+        .unwrap();
+        for kv in &kvs {
+            big.write_kv(kv).unwrap();
+        }
+        big.end_dbi().unwrap();
+        let raw = big.finish().unwrap();
+        let mut gz = crate::snapshot::encode::GzipWriter::new(Vec::new());
+        std::io::Write::write_all(&mut gz, &raw).unwrap();
+        let packed = gz.finish().unwrap();
+        // 10 MB of zeros compress to a few KiB: refused by size after decompression.
+        assert!(packed.len() < 100_000);
+        assert!(scan_limited(&packed[..], raw.len() as u64).is_ok());
+        let e = scan_limited(&packed[..], 1_000_000).unwrap_err();
+        assert!(
+            matches!(e, DecodeError::TooLarge { limit: 1_000_000 }),
+            "{e}"
+        );
+        assert!(e.to_string().contains("snapshot_max_uncompressed_size"));
+    }
 
     fn gz(b: &[u8]) -> Vec<u8> {
         let mut g = GzipWriter::new(Vec::new());

@@ -12,7 +12,9 @@ use crate::lmdb::{Env, LmdbError};
 use crate::merge::{
     LoadError, LoadOptions, LoadStats, SliceClock, load_native_sliced, load_snapshot,
 };
-use crate::snapshot::decode::{DecodeError, EntryReader, SnapshotIndex, ThreadedEntries, scan};
+use crate::snapshot::decode::{
+    DecodeError, EntryReader, SnapshotIndex, ThreadedEntries, scan_limited,
+};
 use crate::storage::{Storage, StorageError, get_to_tempfile};
 
 /// Why a remote snapshot was not merged.
@@ -80,12 +82,21 @@ fn corrupt(name: &str, e: impl std::fmt::Display) -> FetchError {
 }
 
 /// Downloads `name` and validates it completely.
-pub fn fetch(storage: &dyn Storage, name: &str) -> Result<Fetched, FetchError> {
+/// Downloads `name` and validates it completely; more than `max_uncompressed` bytes after
+/// decompression make it corrupt.
+pub fn fetch(
+    storage: &dyn Storage,
+    name: &str,
+    max_uncompressed: u64,
+) -> Result<Fetched, FetchError> {
     let t0 = Instant::now();
     let (mut file, compressed_size) = get_to_tempfile(storage, name)?;
     let time_load_storage = t0.elapsed();
-    let index =
-        scan(BufReader::with_capacity(256 * 1024, &mut file)).map_err(|e| corrupt(name, e))?;
+    let index = scan_limited(
+        BufReader::with_capacity(256 * 1024, &mut file),
+        max_uncompressed,
+    )
+    .map_err(|e| corrupt(name, e))?;
     file.seek(SeekFrom::Start(0))
         .map_err(|e| corrupt(name, format!("rewinding the downloaded copy: {e}")))?;
     Ok(Fetched {

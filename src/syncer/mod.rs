@@ -57,6 +57,8 @@ pub struct SyncOptions {
     /// Zero disables the periodic LMDB statistics log lines.
     pub log_stats_interval: Duration,
     pub log_stats_smaps: bool,
+    /// Snapshots decompressing to more bytes are refused (`snapshot_max_uncompressed_size`).
+    pub max_uncompressed: u64,
     /// Write-lock bound of native-mode merges (`merge_lock_duration`, `merge_release_duration`).
     pub merge_limits: load::SliceLimits,
 }
@@ -599,6 +601,7 @@ impl Syncer {
             Gate::new(&self.db, "decompress", self.opts.waiting_snapshots),
             self.opts.storage_poll_interval,
             self.opts.lmdb_poll_interval,
+            self.opts.max_uncompressed,
             self.health.clone(),
         );
         let result = match bg.jobs.clone() {

@@ -198,6 +198,7 @@ impl Background {
         gate: Arc<Gate>,
         storage_poll: Duration,
         lmdb_poll: Duration,
+        max_uncompressed: u64,
         health: DbHealth,
     ) -> Background {
         let mut threads = Vec::new();
@@ -249,6 +250,7 @@ impl Background {
                 stop: stop.clone(),
                 gate: gate.clone(),
                 health: health.clone(),
+                max_uncompressed,
             };
             threads.push(spawn(
                 format!("download-{db}-{i}"),
@@ -309,6 +311,7 @@ struct Downloader {
     stop: Arc<AtomicBool>,
     gate: Arc<Gate>,
     health: DbHealth,
+    max_uncompressed: u64,
 }
 
 impl Downloader {
@@ -340,7 +343,7 @@ impl Downloader {
             m.climit_active.with_label_values(&labels).inc();
             m.load_calls.inc();
             let t0 = Instant::now();
-            let fetched = fetch(self.storage.as_ref(), &job.name);
+            let fetched = fetch(self.storage.as_ref(), &job.name, self.max_uncompressed);
             m.climit_active.with_label_values(&labels).dec();
             m.climit_active_seconds
                 .with_label_values(&labels)
