@@ -651,6 +651,10 @@ impl Syncer {
             if self.stopped() {
                 return Ok(());
             }
+            // A single pass ends as soon as it is complete, not at the next poll tick.
+            if self.opts.only_once && self.waiting.is_empty() {
+                next_local_check = next_local_check.min(Instant::now());
+            }
             if Instant::now() < next_local_check {
                 continue;
             }
