@@ -21,7 +21,11 @@ if [ "${1:-}" = --check ]; then
     check=1
     shift
 fi
-ROOT=${1:-target/container-rootfs}
+ROOT=${1:-}
+if [ -z "$ROOT" ]; then
+    # The check leaves test data behind: never in the directory the Containerfile copies.
+    if [ -n "$check" ]; then ROOT=$(mktemp -d /tmp/lightningstream-rootfs.XXXXXX); else ROOT=target/container-rootfs; fi
+fi
 
 [ -x "$BIN" ] || { echo "container-rootfs.sh: build $BIN first (packaging/build-static.sh)" >&2; exit 1; }
 [ -r "$CA" ] || { echo "container-rootfs.sh: no CA bundle at $CA (apt-get install ca-certificates)" >&2; exit 1; }

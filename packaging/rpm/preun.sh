@@ -1,4 +1,4 @@
-# lightningstream %preun ($1: 0 on erase, 1 or more on upgrade): on erase, stop and disable the
+# lightningstream pre-uninstall scriptlet ($1: 0 on erase, 1 or more on upgrade): on erase, stop and disable the
 # units, plain and template instances.
 if [ "$1" -eq 0 ]; then
     if [ -d /run/systemd/system ]; then
