@@ -9,7 +9,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 TARGET=x86_64-unknown-linux-gnu
-RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static" \
     cargo build --release --target "$TARGET" --bin lightningstream "$@"
 BIN=target/$TARGET/release/lightningstream
 # Refuse to hand out a binary that would need a shared library at run time.
