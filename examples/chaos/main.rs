@@ -299,13 +299,14 @@ fn main() {
         .store(FAULT_PERMILLE, Ordering::SeqCst);
 
     let stop_writers = Arc::new(AtomicBool::new(false));
+    let calm = Arc::new(AtomicBool::new(false));
     let writers: Vec<_> = nodes
         .iter()
         .enumerate()
         .map(|(i, n)| {
-            let (env, stop) = (n.env.clone(), stop_writers.clone());
+            let (env, stop, calm) = (n.env.clone(), stop_writers.clone(), calm.clone());
             let log = dir.join(format!("writes-{}.log", n.name));
-            std::thread::spawn(move || writer::run(i, env, log, stop))
+            std::thread::spawn(move || writer::run(i, env, log, stop, calm))
         })
         .collect();
 
@@ -367,8 +368,24 @@ fn main() {
         }
     };
 
+    // Writers alternate busy (8–20 s) and calm (4–10 s) spells; the last 8 s are calm.
+    let mut next_pace = rng::between(8000, 20000) as f64 / 1000.0;
+    let mut calm_spells = 0u32;
     while secs() < dur {
         let t = secs();
+        if t >= next_pace || (t >= dur - 8.0 && !calm.load(Ordering::SeqCst)) {
+            let now_calm = !calm.load(Ordering::SeqCst) || t >= dur - 8.0;
+            if now_calm && !calm.load(Ordering::SeqCst) {
+                calm_spells += 1;
+            }
+            calm.store(now_calm, Ordering::SeqCst);
+            next_pace = t + if now_calm {
+                rng::between(4000, 10000)
+            } else {
+                rng::between(8000, 20000)
+            } as f64
+                / 1000.0;
+        }
         while plan.peek().is_some_and(|(at, _)| *at <= t) {
             let (_, ev) = plan.next().unwrap();
             match ev {
@@ -530,6 +547,9 @@ fn main() {
         total.failed_txns
     );
     let restarts_total: u32 = nodes.iter().map(|n| n.starts - 1).sum();
+    println!(
+        "writer pace: {calm_spells} calm spells (a transaction every 150–900 ms), busy otherwise (every 5–60 ms)"
+    );
     println!(
         "kills: {kills_done} SIGKILL; daemon restarts: {restarts_total}; exits on their own: {}",
         self_exits.len()

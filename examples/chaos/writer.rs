@@ -4,6 +4,10 @@
 //! the daemon. Every committed write is appended to the writer's log, one per line:
 //! `dbi TAB key TAB timestamp TAB deleted(0|1) TAB value`.
 //!
+//! Pace: busy (a transaction every 5–60 ms) or, while `calm` is set, slow (every 150–900 ms):
+//! at a slow pace most merges find nothing new, which is where a change can slip between a
+//! merge and the next snapshot.
+//!
 //! Keys: `records` `s/NNN` are written by every writer (conflicts), `records` `p<i>/NNN` only by
 //! writer i, and `ties` `t/NN` by every writer with timestamps rounded down to 100 ms, so that
 //! equal timestamps (and with them the merge's tie-break on the value) really happen. A writer's
@@ -43,13 +47,27 @@ fn now_ns() -> u64 {
         .as_nanos() as u64
 }
 
-pub fn run(idx: usize, env: Arc<Env>, log: PathBuf, stop: Arc<AtomicBool>) -> Stats {
+pub fn run(
+    idx: usize,
+    env: Arc<Env>,
+    log: PathBuf,
+    stop: Arc<AtomicBool>,
+    calm: Arc<AtomicBool>,
+) -> Stats {
     let mut out = std::io::BufWriter::new(std::fs::File::create(&log).unwrap());
     let mut last_ts: HashMap<(&'static str, String), u64> = HashMap::new();
     let mut stats = Stats::default();
     let mut seq = 0u64;
     while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(Duration::from_millis(rng::between(5, 60)));
+        let pause = if calm.load(Ordering::SeqCst) {
+            rng::between(150, 900)
+        } else {
+            rng::between(5, 60)
+        };
+        std::thread::sleep(Duration::from_millis(pause));
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
         let mut ops: Vec<(&'static str, String, u64, bool, String)> = Vec::new();
         let mut txn = match env.begin_rw() {
             Ok(t) => t,
