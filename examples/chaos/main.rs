@@ -35,6 +35,7 @@ const CLIENT_TIMEOUT: &str = "10s";
 const STALL_MAX_MS: u32 = 4000;
 /// Chance of a fault per proxied request while chaos runs, in 1/1000.
 const FAULT_PERMILLE: u32 = 80;
+const MAX_LMDB_FILE: u64 = 16 << 20;
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 
 struct Args {
@@ -597,6 +598,22 @@ fn main() {
         None => println!("convergence: none within {} s", CONVERGE_TIMEOUT.as_secs()),
     }
 
+    let sizes: Vec<u64> = nodes
+        .iter()
+        .map(|n| {
+            std::fs::metadata(n.env.path())
+                .map(|m| m.len())
+                .unwrap_or(0)
+        })
+        .collect();
+    println!(
+        "LMDB file sizes (KiB): {}",
+        sizes
+            .iter()
+            .map(|s| (s / 1024).to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
     let mut v = check::Verdict::default();
     for (n, d) in nodes.iter().zip(&last) {
         check::verify(&n.name, d, &want, &mut v);
@@ -659,6 +676,16 @@ fn main() {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)));
         c.check(running, &format!("daemon {} running at the end", n.name));
     }
+    // A few hundred small keys: anything big means pages that were never reused (stale
+    // reader slots of killed daemons pinning old transactions).
+    c.check(
+        sizes.iter().all(|s| *s < MAX_LMDB_FILE),
+        &format!(
+            "every LMDB file below {} MiB (largest {} KiB)",
+            MAX_LMDB_FILE >> 20,
+            sizes.iter().max().unwrap_or(&0) / 1024
+        ),
+    );
     c.check(
         converged.is_some(),
         &format!(
