@@ -384,6 +384,15 @@ impl Env {
             },
             other => other,
         })?;
+        // Reader slots left by processes that died inside a read transaction (a daemon killed
+        // with SIGKILL) pin old pages while any other process (PowerDNS) keeps the LMDB open:
+        // the file then grows with every write until the map is full. LMDB clears them by
+        // itself only when the first process opens the file, so clear them here.
+        let mut dead: std::os::raw::c_int = 0;
+        // SAFETY: `ptr` is an open env; `dead` receives the number of slots cleared.
+        if unsafe { ffi::mdb_reader_check(ptr, &mut dead) } == 0 && dead > 0 {
+            log::info!(path = path.display().to_string(), stale_readers = dead; "Cleared reader slots of processes that no longer run");
+        }
         Ok(env)
     }
 

@@ -252,3 +252,72 @@ fn sliced_merge_is_not_a_local_change() {
         || own() > 0,
     );
 }
+
+/// A process killed inside a read transaction leaves its reader slot behind; while another
+/// process (PowerDNS) keeps the LMDB open, LMDB never clears it by itself, the slot pins old
+/// pages and the file grows with every write until the map is full. The daemon clears such
+/// slots when it opens the LMDB. (Found by tests/chaos.sh: files of 200+ MB for 800 keys.)
+#[test]
+fn stale_reader_of_a_killed_process_is_cleared() {
+    use lightningstream::lmdb::{Env, EnvOptions, Txn};
+    let opts = EnvOptions {
+        no_subdir: true,
+        create: true,
+        map_size: 64 << 20,
+        ..Default::default()
+    };
+    // The child: open the LMDB, start a read transaction, say so, and wait to be killed.
+    if let Ok(path) = std::env::var("LS_TEST_HOLD_READER") {
+        let env = Env::open(std::path::Path::new(&path), &opts).unwrap();
+        let _txn = env.begin_ro().unwrap();
+        println!("holding a reader");
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let a = Instance::new(dir.path(), "a", &dir.path().join("bucket"), "100ms");
+    a.write("records", &[("k", Some("v"), 10)]);
+    // The application that keeps the LMDB open all along.
+    let env = Env::open(&a.db, &opts).unwrap();
+    let mut holder = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "stale_reader_of_a_killed_process_is_cleared",
+            "--nocapture",
+        ])
+        .env("LS_TEST_HOLD_READER", &a.db)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(holder.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("holding a reader") {
+        line.clear();
+        assert!(
+            std::io::BufRead::read_line(&mut out, &mut line).unwrap() > 0,
+            "the reader process ended early"
+        );
+    }
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+
+    a.sync_once();
+    let size = || std::fs::metadata(&a.db).unwrap().len();
+    let before = size();
+    let value = vec![b'x'; 3000];
+    for n in 0..300u64 {
+        let mut txn = env.begin_rw().unwrap();
+        let d = txn.create_dbi(b"records", 0).unwrap();
+        let mut v = Vec::new();
+        lightningstream::header::write_header(&mut v, 100 + n, txn.id(), 0, false);
+        v.extend_from_slice(&value);
+        txn.put(d, b"k", &v).unwrap();
+        txn.commit().unwrap();
+    }
+    // With the dead reader's slot still there, every transaction takes new pages (> 1 MB).
+    let grown = size() - before;
+    assert!(
+        grown < 256 << 10,
+        "the LMDB grew by {grown} bytes over 300 rewrites of one key"
+    );
+}
