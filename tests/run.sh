@@ -62,8 +62,19 @@ if [ "$status" = 0 ]; then
     tests/pdns47-e2e.sh 2>&1 | tee -a "$log" || status=$?
 fi
 
+# Five daemons through a fault-injecting S3 proxy, with kills and outages: nothing lost.
+if [ "$status" = 0 ]; then
+    echo "== chaos convergence"
+    tests/chaos.sh 2>&1 | tee -a "$log" || status=$?
+fi
+# What ships: static binary, .deb/.rpm, systemd units, man pages, container root fs.
+if [ "$status" = 0 ]; then
+    echo "== packaging"
+    tests/packaging.sh 2>&1 | tee -a "$log" || status=$?
+fi
+
 # One summary over everything (the last test binary alone may have run no test at all).
-count() { grep -E '^(test result|pdns4[79]-e2e|alerts):' "$log" | grep -oE "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
+count() { grep -E '^(test result|pdns4[79]-e2e|alerts|chaos|packaging):' "$log" | grep -oE "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
 failed=$(count failed)
 [ "$status" = 0 ] || [ "$failed" != 0 ] || failed=1
 echo "tests: $(count passed) passed, $failed failed, $(count ignored) skipped"
