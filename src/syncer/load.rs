@@ -288,26 +288,32 @@ fn merge_once(
         name: name.clone(),
         source: e,
     };
-    if !opts.native && local_changed {
+    let mut wrote = false;
+    if local_changed {
         // Local changes get their timestamps before remote ones are weighed against them.
         let ts = super::now_ns().max(1) as u64;
-        crate::shadow::main_to_shadow(&mut txn, ts, opts.dupsort_hack, opts.deleted_cutoff)
-            .map_err(shadow_err)?;
+        wrote |=
+            crate::shadow::main_to_shadow(&mut txn, ts, opts.dupsort_hack, opts.deleted_cutoff)
+                .map_err(shadow_err)?
+                .changed();
     }
     let reader = EntryReader::new(BufReader::with_capacity(256 * 1024, &mut fetched.file));
     let stats =
         load_snapshot(&mut txn, &fetched.index, reader, opts).map_err(|e| load_error(&name, e))?;
-    if !opts.native {
-        crate::shadow::shadow_to_main(&mut txn, opts.dupsort_hack).map_err(shadow_err)?;
-    }
+    wrote |= stats.written + stats.deleted + stats.created_dbis > 0;
+    wrote |= crate::shadow::shadow_to_main(&mut txn, opts.dupsort_hack)
+        .map_err(shadow_err)?
+        .changed();
     txn.commit().map_err(lmdb_err)?;
     let time_write_lock = t0.elapsed();
-    let last = env.info().map_err(lmdb_err)?.last_txn_id;
-    let txn_id = if last < txn_id {
-        log::debug!(txnID = last; "Adjusting TxnID (no changes)");
-        last
-    } else {
+    // A transaction that wrote nothing leaves its ID unused. Decided from what we wrote, not by
+    // reading the last ID after the commit: another writer may have taken it by then, and its
+    // change must not pass for ours.
+    let txn_id = if wrote {
         txn_id
+    } else {
+        log::debug!(txnID = txn_id - 1; "Adjusting TxnID (no changes)");
+        txn_id - 1
     };
     Ok(Merged {
         txn_id,
