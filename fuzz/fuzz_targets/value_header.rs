@@ -13,10 +13,7 @@ use lightningstream::merge::{Decision, MergeParams, merge_entry};
 use lightningstream::snapshot::KvRef;
 
 fuzz_target!(|data: &[u8]| {
-    assert_eq!(
-        header::timestamp_prefix(data).is_some(),
-        data.len() >= 8
-    );
+    assert_eq!(header::timestamp_prefix(data).is_some(), data.len() >= 8);
     match header::parse(data) {
         Ok((h, app)) => {
             let start = HEADER_SIZE + 8 * usize::from(h.num_extra);
@@ -27,7 +24,14 @@ fuzz_target!(|data: &[u8]| {
             for padding in [false, true] {
                 let mut out = Vec::new();
                 header::write_header(&mut out, h.timestamp, h.txn_id, h.flags, padding);
-                assert_eq!(out.len(), if padding { HEADER_SIZE + 8 } else { HEADER_SIZE });
+                assert_eq!(
+                    out.len(),
+                    if padding {
+                        HEADER_SIZE + 8
+                    } else {
+                        HEADER_SIZE
+                    }
+                );
                 assert_eq!(out[..18], data[..18]);
                 assert_eq!(out[18..22], [0; 4]);
                 if !padding && h.num_extra == 0 && data[18..22] == [0; 4] {
@@ -68,6 +72,13 @@ fuzz_target!(|data: &[u8]| {
         let (h, app) = header::parse(&out).expect("a merged value parses");
         assert_eq!(h.txn_id, p.txn_id);
         assert_eq!(h.flags, (remote.flags as u8) & FLAG_DELETED);
-        assert_eq!(app, if h.is_deleted() { &b""[..] } else { remote.value });
+        assert_eq!(
+            app,
+            if h.is_deleted() {
+                &b""[..]
+            } else {
+                remote.value
+            }
+        );
     }
 });

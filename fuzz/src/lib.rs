@@ -111,8 +111,7 @@ fn seed_native(env: &Env) {
     ext.extend_from_slice(&[9; 16]);
     ext.extend_from_slice(b"app");
     txn.put(records, b"ext", &ext).unwrap();
-    txn.put(records, b"tomb", &hdr(SHADOW_TS, 1, b""))
-        .unwrap();
+    txn.put(records, b"tomb", &hdr(SHADOW_TS, 1, b"")).unwrap();
     let int = txn.create_dbi(b"int", MDB_INTEGERKEY).unwrap();
     for k in [1u32, 2, 1000] {
         txn.put(int, &k.to_ne_bytes(), &hdr(u64::from(k), 0, b"i"))
@@ -187,7 +186,12 @@ fn check_load(r: Result<lightningstream::merge::LoadStats, LoadError>, index: &S
 
 fn merge_native(env: &Env, compressed: &[u8], index: &SnapshotIndex) {
     let mut txn = env.begin_rw().expect("write transaction");
-    let r = load_snapshot(&mut txn, index, EntryReader::new(compressed), &native_opts());
+    let r = load_snapshot(
+        &mut txn,
+        index,
+        EntryReader::new(compressed),
+        &native_opts(),
+    );
     check_load(r, index);
     txn.abort();
 }
