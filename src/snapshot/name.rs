@@ -54,7 +54,8 @@ fn digits(s: &str) -> Option<i64> {
 /// Parses the 25-character name time (Go layout `20060102-150405.000000000`, UTC).
 fn parse_timestamp(s: &str) -> Result<i64, String> {
     let b = s.as_bytes();
-    if b.len() != 25 || b[15] != b'-' || b[8] != b'-' {
+    // ASCII only: the fields below are cut at byte offsets, which must be char boundaries.
+    if b.len() != 25 || !s.is_ascii() || b[15] != b'-' || b[8] != b'-' {
         return Err(format!("timestamp {s:?} is not YYYYMMDD-hhmmss-nnnnnnnnn"));
     }
     let field = |r: std::ops::Range<usize>| {
