@@ -28,7 +28,7 @@ export RUSTC_BOOTSTRAP=1
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "== installing cargo-fuzz into $CACHE/cargo-bin"
     mkdir -p "$CACHE/cargo-bin"
-    cargo install cargo-fuzz --locked --root "$CACHE/cargo-bin"
+    cargo install cargo-fuzz --debug --locked --root "$CACHE/cargo-bin"
 fi
 
 targets=$(cargo fuzz list)

@@ -67,6 +67,11 @@ if [ "$status" = 0 ]; then
     echo "== chaos convergence"
     tests/chaos.sh 2>&1 | tee -a "$log" || status=$?
 fi
+# Every fuzz target briefly (longer runs: tests/fuzz.sh SECONDS).
+if [ "$status" = 0 ]; then
+    echo "== fuzzing, 10 s per target"
+    tests/fuzz.sh 10 2>&1 | tee -a "$log" || status=$?
+fi
 # What ships: static binary, .deb/.rpm, systemd units, man pages, container root fs.
 if [ "$status" = 0 ]; then
     echo "== packaging"
@@ -74,7 +79,7 @@ if [ "$status" = 0 ]; then
 fi
 
 # One summary over everything (the last test binary alone may have run no test at all).
-count() { grep -E '^(test result|pdns4[79]-e2e|alerts|chaos|packaging):' "$log" | grep -oE "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
+count() { grep -E '^(test result|pdns4[79]-e2e|alerts|chaos|fuzz|packaging):' "$log" | grep -oE "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
 failed=$(count failed)
 [ "$status" = 0 ] || [ "$failed" != 0 ] || failed=1
 echo "tests: $(count passed) passed, $failed failed, $(count ignored) skipped"
