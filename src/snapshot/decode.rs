@@ -520,6 +520,8 @@ impl<R: Read> EntrySource for EntryReader<R> {
 
 /// Entries per batch handed from the decoding thread to the consumer.
 const BATCH_ENTRIES: usize = 4096;
+/// Bytes of keys and values after which a batch is handed over (large values: few entries).
+const BATCH_BYTES: usize = 1 << 20;
 /// Batches in flight: bounds the memory of [`ThreadedEntries`] to a few MiB.
 const BATCHES_IN_FLIGHT: usize = 4;
 
@@ -557,7 +559,7 @@ impl ThreadedEntries {
                 b.data.clear();
                 b.items.clear();
                 let mut end = false;
-                while b.items.len() < BATCH_ENTRIES {
+                while b.items.len() < BATCH_ENTRIES && b.data.len() < BATCH_BYTES {
                     match reader.next_entry() {
                         Ok(Some((i, kv))) => {
                             b.data.extend_from_slice(kv.key);
@@ -714,6 +716,66 @@ mod tests {
 
     use super::super::encode::{GzipWriter, SnapshotWriter, kv_field_len};
     use super::*;
+
+    /// The threaded reader yields exactly what the plain one does, across batch boundaries
+    /// (by count and by bytes), and passes on a decode error after the entries before it.
+    #[test]
+    fn threaded_entries_match_the_plain_reader() {
+        use crate::snapshot::encode::{GzipWriter, SnapshotWriter, kv_field_len};
+        let big = vec![7u8; 300_000];
+        let keys: Vec<[u8; 4]> = (0..10_000u32).map(|i| i.to_be_bytes()).collect();
+        let kvs: Vec<KvRef> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| KvRef {
+                key: k,
+                value: if i % 1000 == 0 { &big } else { b"small" },
+                timestamp_nano: i as u64,
+                flags: (i % 2) as u32,
+            })
+            .collect();
+        let mut w = SnapshotWriter::new(Vec::new(), &Meta::default()).unwrap();
+        for part in kvs.chunks(6_000) {
+            let len = part.iter().map(kv_field_len).sum();
+            w.begin_dbi(
+                &DbiInfo {
+                    name: b"d".to_vec(),
+                    ..Default::default()
+                },
+                len,
+            )
+            .unwrap();
+            for kv in part {
+                w.write_kv(kv).unwrap();
+            }
+            w.end_dbi().unwrap();
+        }
+        let mut gz = GzipWriter::new(Vec::new());
+        std::io::Write::write_all(&mut gz, &w.finish().unwrap()).unwrap();
+        let packed = gz.finish().unwrap();
+
+        let collect = |src: &mut dyn EntrySource| {
+            let mut out = Vec::new();
+            loop {
+                match src.next_entry() {
+                    Ok(Some((i, kv))) => out.push((i, OwnedKv::from(kv))),
+                    Ok(None) => return (out, None),
+                    Err(e) => return (out, Some(e.to_string())),
+                }
+            }
+        };
+        let plain = collect(&mut EntryReader::new(&packed[..]));
+        assert_eq!(plain.0.len(), 10_000);
+        assert_eq!(plain.0[6_000].0, 1);
+        let threaded = std::thread::scope(|s| collect(&mut ThreadedEntries::spawn(s, &packed[..])));
+        assert_eq!(threaded, plain);
+
+        let cut = &packed[..packed.len() / 2];
+        let plain = collect(&mut EntryReader::new(cut));
+        let threaded = std::thread::scope(|s| collect(&mut ThreadedEntries::spawn(s, cut)));
+        assert!(plain.1.is_some());
+        assert_eq!(threaded, plain);
+    }
 
     #[test]
     fn decompressed_size_limit() {
