@@ -863,6 +863,20 @@ impl RwTxn<'_> {
         Ok(())
     }
 
+    /// A cursor that reads and writes `dbi`. It borrows the transaction mutably, so nothing else
+    /// writes while it lives; what it returns is valid until its next call.
+    pub fn write_cursor(&mut self, dbi: Dbi) -> Result<RwCursor<'_>> {
+        let mut c = std::ptr::null_mut();
+        // SAFETY: live write txn; LMDB writes the cursor handle.
+        check("cursor_open", unsafe {
+            ffi::mdb_cursor_open(self.inner.ptr, dbi.0, &mut c)
+        })?;
+        Ok(RwCursor {
+            ptr: c,
+            _txn: PhantomData,
+        })
+    }
+
     pub fn commit(self) -> Result<()> {
         let this = std::mem::ManuallyDrop::new(self);
         // Commit frees the txn whatever the outcome; ManuallyDrop keeps Drop from aborting it
@@ -928,6 +942,84 @@ impl<'txn> Iterator for Cursor<'txn> {
             self.first()
         };
         r.transpose()
+    }
+}
+
+/// A cursor of a write transaction. Writing through it keeps it positioned, so a run of
+/// lookups and writes in key order never searches from the root (LMDB first checks whether a
+/// key falls within the cursor's current page).
+pub struct RwCursor<'txn> {
+    ptr: *mut ffi::MDB_cursor,
+    _txn: PhantomData<&'txn mut ()>,
+}
+
+impl RwCursor<'_> {
+    fn op(&mut self, op: ffi::MDB_cursor_op, key: Option<&[u8]>) -> Result<Item<'_>> {
+        let mut k = key.map_or_else(empty_val, val);
+        let mut v = empty_val();
+        // SAFETY: live cursor of a live write txn (borrowed mutably for the cursor's life).
+        let rc = unsafe { ffi::mdb_cursor_get(self.ptr, &mut k, &mut v, op) };
+        if rc == ffi::MDB_NOTFOUND {
+            return Ok(None);
+        }
+        check("cursor_get", rc)?;
+        // SAFETY: both point into the txn's pages, which stay put until the next write; the
+        // result borrows `self`, so no write through this cursor can happen while it lives.
+        Ok(Some(unsafe { (slice(&k), slice(&v)) }))
+    }
+
+    /// The entry at the cursor; only valid on a positioned cursor (LMDB says EINVAL otherwise).
+    pub fn current(&mut self) -> Result<Item<'_>> {
+        self.op(ffi::MDB_GET_CURRENT, None)
+    }
+
+    pub fn next_entry(&mut self) -> Result<Item<'_>> {
+        self.op(ffi::MDB_NEXT, None)
+    }
+
+    /// Positions at the first key >= `key`.
+    pub fn set_range(&mut self, key: &[u8]) -> Result<Item<'_>> {
+        check_key("set_range", key)?;
+        self.op(ffi::MDB_SET_RANGE, Some(key))
+    }
+
+    fn put_flags(&mut self, key: &[u8], value: &[u8], flags: libc::c_uint) -> libc::c_int {
+        let mut k = val(key);
+        let mut v = val(value);
+        // SAFETY: live cursor of a live write txn; LMDB copies key and value before returning.
+        unsafe { ffi::mdb_cursor_put(self.ptr, &mut k, &mut v, flags) }
+    }
+
+    /// Like [`RwTxn::put`]; the cursor ends up at `key`.
+    pub fn put(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        check_key("put", key)?;
+        check("put", self.put_flags(key, value, 0))
+    }
+
+    /// Like [`RwTxn::append`]; the cursor ends up at `key` when it was appended.
+    pub fn append(&mut self, key: &[u8], value: &[u8]) -> Result<bool> {
+        check_key("put", key)?;
+        let rc = self.put_flags(key, value, ffi::MDB_APPEND);
+        if rc == ffi::MDB_KEYEXIST {
+            return Ok(false);
+        }
+        check("put", rc)?;
+        Ok(true)
+    }
+
+    /// Deletes the entry at the cursor (with `all_dups`, every duplicate of its key in a
+    /// DUPSORT DBI). The cursor is left at the next entry, or unpositioned.
+    pub fn del_current(&mut self, all_dups: bool) -> Result<()> {
+        let flags = if all_dups { ffi::MDB_NODUPDATA } else { 0 };
+        // SAFETY: live cursor of a live write txn.
+        check("del", unsafe { ffi::mdb_cursor_del(self.ptr, flags) })
+    }
+}
+
+impl Drop for RwCursor<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the cursor is live and its txn still is (the 'txn borrow).
+        unsafe { ffi::mdb_cursor_close(self.ptr) };
     }
 }
 

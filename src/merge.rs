@@ -502,48 +502,108 @@ fn compare_run(
     Ok(ReadEnd::End)
 }
 
-/// Applies one entry under the write lock, deciding again on the current value.
+/// A write cursor walking one DBI alongside the snapshot's keys within a write slice: most
+/// keys are found by stepping forward from the previous one, and writes go through the same
+/// cursor, so a slice of scattered changes costs little more than the read-only comparison.
+struct WriteWalk<'t> {
+    cursor: crate::lmdb::RwCursor<'t>,
+    /// `None`: not positioned (or just deleted at); `Some(true)`: past the last key.
+    at_end: Option<bool>,
+    bytewise: bool,
+    dupsort: bool,
+}
+
+impl<'t> WriteWalk<'t> {
+    fn open(txn: &'t mut RwTxn, dbi: Dbi) -> Result<WriteWalk<'t>, LmdbError> {
+        let flags = txn.dbi_flags(dbi)?;
+        Ok(WriteWalk {
+            cursor: txn.write_cursor(dbi)?,
+            at_end: None,
+            bytewise: flags
+                & (crate::lmdb::MDB_INTEGERKEY
+                    | crate::lmdb::MDB_REVERSEKEY
+                    | crate::lmdb::MDB_DUPSORT)
+                == 0,
+            dupsort: flags & crate::lmdb::MDB_DUPSORT != 0,
+        })
+    }
+
+    /// The value of `key`, if present, leaving the cursor at it (or where it would be).
+    fn lookup(&mut self, key: &[u8]) -> Result<Option<&[u8]>, LmdbError> {
+        if self.bytewise
+            && let Some(mut at_end) = self.at_end
+        {
+            for _ in 0..8 {
+                if at_end {
+                    return Ok(None);
+                }
+                let ord = match self.cursor.current()? {
+                    Some((k, _)) => k.cmp(key),
+                    None => break,
+                };
+                match ord {
+                    std::cmp::Ordering::Equal => {
+                        return Ok(self.cursor.current()?.map(|(_, v)| v));
+                    }
+                    std::cmp::Ordering::Greater => break,
+                    std::cmp::Ordering::Less => {
+                        at_end = self.cursor.next_entry()?.is_none();
+                        self.at_end = Some(at_end);
+                    }
+                }
+            }
+        }
+        let found = self.cursor.set_range(key)?;
+        self.at_end = Some(found.is_none());
+        Ok(found.filter(|(k, _)| *k == key).map(|(_, v)| v))
+    }
+}
+
+/// Applies one entry under the write lock, deciding again on the current value; true when it
+/// changed the LMDB.
 #[allow(clippy::too_many_arguments)]
 fn apply_entry(
-    w: &mut Writer,
-    dbi: Dbi,
+    walk: &mut WriteWalk,
     append: &mut bool,
     kv: &KvRef,
     name: &dyn Fn() -> String,
     params: &MergeParams,
     buf: &mut Vec<u8>,
     stats: &mut LoadStats,
-) -> Result<(), LoadError> {
+) -> Result<bool, LoadError> {
     let lmdb_err = |source| LoadError::Lmdb {
         dbi: name(),
         source,
     };
-    let old = w.txn.get(dbi, kv.key).map_err(lmdb_err)?;
+    let old = walk.lookup(kv.key).map_err(lmdb_err)?;
     let absent = old.is_none();
-    match plan_entry(old, kv, params, buf, name)? {
-        Action::Nothing => {}
+    let action = plan_entry(old, kv, params, buf, name)?;
+    stats.entries += 1;
+    match action {
+        Action::Nothing => return Ok(false),
         Action::Put => {
             // New keys past the end (a first load) are appended; the first that is not after
             // the last key turns appending off for this DBI.
-            let appended = absent && *append && w.txn.append(dbi, kv.key, buf).map_err(lmdb_err)?;
+            let appended =
+                absent && *append && walk.cursor.append(kv.key, buf).map_err(lmdb_err)?;
             if absent && !appended {
                 *append = false;
             }
             if !appended {
-                w.txn.put(dbi, kv.key, buf).map_err(lmdb_err)?;
+                walk.cursor.put(kv.key, buf).map_err(lmdb_err)?;
             }
+            // Either way the cursor is at the key just written.
+            walk.at_end = Some(false);
             stats.written += 1;
-            w.dirty = true;
         }
         Action::Delete => {
-            w.txn.del(dbi, kv.key).map_err(lmdb_err)?;
+            // `plan_entry` deletes only what `lookup` found, so the cursor is at the key.
+            walk.cursor.del_current(walk.dupsort).map_err(lmdb_err)?;
+            walk.at_end = None;
             stats.deleted += 1;
-            w.dirty = true;
         }
     }
-    stats.entries += 1;
-    w.entries += 1;
-    Ok(())
+    Ok(true)
 }
 
 /// Merges a snapshot into the DBIs of a native-mode LMDB without holding the write lock
@@ -657,49 +717,76 @@ pub fn load_native_sliced(
             ReadEnd::Renew => continue,
             ReadEnd::Differs(i, kv) => (i, kv),
         };
-        // A difference: take the write lock and apply entries until the slice is due.
+        // A difference: take the write lock and apply entries until the slice is due. Entries
+        // come DBI by DBI; each run of one DBI goes through one write cursor.
         let mut w = slices.begin(env)?;
         params.txn_id = w.txn.id();
-        let mut apply = |w: &mut Writer, i: usize, kv: &KvRef| -> Result<bool, LoadError> {
+        let mut pending = Some((i, first));
+        let mut finished = true;
+        let mut unchanged_run = 0u64;
+        'slice: while let Some((i, first)) = pending.take() {
             let Some(dbi) = target_of(&targets, i)? else {
-                return Ok(false);
+                // A skipped DBI: pass over its entries.
+                while let Some((j, kv)) = entries.next_entry()? {
+                    if j != i {
+                        pending = Some((j, kv.into()));
+                        break;
+                    }
+                }
+                continue;
             };
-            let before = stats.written + stats.deleted;
             let name = || lossy(&index.dbis[i].info.name);
-            apply_entry(
-                w,
-                dbi,
+            let mut walk = WriteWalk::open(&mut w.txn, dbi).map_err(|source| LoadError::Lmdb {
+                dbi: name(),
+                source,
+            })?;
+            let first = KvRef {
+                key: &first.key,
+                value: &first.value,
+                timestamp_nano: first.timestamp_nano,
+                flags: first.flags,
+            };
+            let mut changed = apply_entry(
+                &mut walk,
                 &mut append[i],
-                kv,
+                &first,
                 &name,
                 &params,
                 &mut buf,
                 &mut stats,
             )?;
-            Ok(stats.written + stats.deleted > before)
-        };
-        let first = KvRef {
-            key: &first.key,
-            value: &first.value,
-            timestamp_nano: first.timestamp_nano,
-            flags: first.flags,
-        };
-        apply(&mut w, i, &first)?;
-        let mut finished = true;
-        let mut unchanged_run = 0u64;
-        while let Some((i, kv)) = entries.next_entry()? {
-            if apply(&mut w, i, &kv)? {
-                unchanged_run = 0;
-            } else {
-                unchanged_run += 1;
-            }
-            // Slices end when due, or when the changes seem to have stopped: comparing goes
-            // faster read-only, without holding the lock.
-            if unchanged_run >= UNCHANGED_RUN_ENDS_SLICE
-                || (w.entries.is_multiple_of(SLICE_CHECK_EVERY) && slices.clock.due())
-            {
-                finished = false;
-                break;
+            loop {
+                if changed {
+                    w.dirty = true;
+                    unchanged_run = 0;
+                } else {
+                    unchanged_run += 1;
+                }
+                w.entries += 1;
+                // Slices end when due, or when the changes seem to have stopped: comparing goes
+                // faster read-only, without holding the lock.
+                if unchanged_run >= UNCHANGED_RUN_ENDS_SLICE
+                    || (w.entries.is_multiple_of(SLICE_CHECK_EVERY) && slices.clock.due())
+                {
+                    finished = false;
+                    break 'slice;
+                }
+                let Some((j, kv)) = entries.next_entry()? else {
+                    break 'slice;
+                };
+                if j != i {
+                    pending = Some((j, kv.into()));
+                    break;
+                }
+                changed = apply_entry(
+                    &mut walk,
+                    &mut append[i],
+                    &kv,
+                    &name,
+                    &params,
+                    &mut buf,
+                    &mut stats,
+                )?;
             }
         }
         slices.commit(w)?;
@@ -1052,6 +1139,96 @@ mod sliced_tests {
         // Newer remote values and newer remote tombstones (kept as header-only values).
         assert_eq!(r.stats.written, 12_000 / 5 * 2 + 1);
         assert_eq!(r.stats.deleted, 0);
+    }
+
+    /// Deletes through the write cursor (stale tombstones over zero-length local values), keys
+    /// found by stepping forward or by searching, and an INTEGERKEY DBI (never stepped through
+    /// bytewise): the sliced merge ends where one transaction does.
+    #[test]
+    fn sliced_merge_with_deletes_and_integer_keys_equals_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let (src, dst, reference) = (
+            env(dir.path(), "src"),
+            env(dir.path(), "dst"),
+            env(dir.path(), "ref"),
+        );
+        let cutoff = 5_000;
+        let (mut remote, mut local) = (Vec::new(), Vec::new());
+        for i in 0..6_000u32 {
+            let k = format!("k{i:05}").into_bytes();
+            match i % 6 {
+                // Zero-length locally, stale tombstone remotely: deleted.
+                0 => {
+                    remote.push((k.clone(), val(1_000, true, b"")));
+                    local.push((k, Vec::new()));
+                }
+                // Zero-length locally, a value remotely: written.
+                1 => {
+                    remote.push((k.clone(), val(6_000, false, b"remote")));
+                    local.push((k, Vec::new()));
+                }
+                // Stale tombstone for a key absent here: nothing.
+                2 => remote.push((k, val(1_000, true, b""))),
+                // Newer locally: kept.
+                3 => {
+                    remote.push((k.clone(), val(6_000, false, b"older")));
+                    local.push((k, val(7_000, false, b"newer")));
+                }
+                // Only here, between remote keys: the cursor steps over it.
+                4 => local.push((k, val(6_000, false, b"local only"))),
+                _ => remote.push((k, val(6_500, false, b"new"))),
+            }
+        }
+        put_all(&src, b"records", &remote);
+        for (e, rows) in [(&dst, &local), (&reference, &local)] {
+            put_all(e, b"records", rows);
+        }
+        let ints = |e: &Env, keys: &[u32], app: &[u8], ts: u64| {
+            let mut txn = e.begin_rw().unwrap();
+            let d = txn
+                .create_dbi(b"ints", crate::lmdb::MDB_INTEGERKEY)
+                .unwrap();
+            for k in keys {
+                txn.put(d, &k.to_ne_bytes(), &val(ts, false, app)).unwrap();
+            }
+            txn.commit().unwrap();
+        };
+        ints(&src, &[1, 255, 256, 65_536, 70_000], b"remote", 9_000);
+        for e in [&dst, &reference] {
+            ints(e, &[2, 256, 65_536], b"local", 8_000);
+        }
+        let snap = snapshot_of(&src);
+        let opts = LoadOptions {
+            native: true,
+            deleted_cutoff: cutoff,
+            ..Default::default()
+        };
+        {
+            let mut txn = reference.begin_rw().unwrap();
+            let index = scan(snap.as_slice()).unwrap();
+            load_snapshot(&mut txn, &index, EntryReader::new(snap.as_slice()), &opts).unwrap();
+            txn.commit().unwrap();
+        }
+        let mut between = || {};
+        let mut clock = EverySlice {
+            between: &mut between,
+            began: 0,
+            committed: 0,
+        };
+        let index = scan(snap.as_slice()).unwrap();
+        let last = dst.info().unwrap().last_txn_id;
+        let r = load_native_sliced(
+            &dst,
+            &index,
+            EntryReader::new(snap.as_slice()),
+            &opts,
+            last,
+            &mut clock,
+        )
+        .unwrap();
+        assert_eq!(r.stats.deleted, 1_000, "{r:?}");
+        assert!(r.write_txns > 3, "{r:?}");
+        assert_eq!(contents(&dst), contents(&reference));
     }
 
     /// Appending (into an empty DBI, or past its last key) and its fallback give the same
