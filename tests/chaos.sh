@@ -8,6 +8,8 @@
 # usage: tests/chaos.sh [DURATION_SECONDS]      (default 180)
 # env:   CHAOS_PROFILE=release (default: debug, the build `cargo test` already made)
 #        CHAOS_SEED=N  CHAOS_DIR=DIR (work files kept there)  KEEP=1 (keep the temp work dir)
+#        CHAOS_GARAGE=PATH: the bucket on a 3-node Garage cluster run from this garage binary
+#        instead of the S3 test server (tests/chaos-garage.sh installs Garage and sets it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,8 +21,12 @@ flags=()
 echo "== building the daemon and the chaos helpers ($profile)"
 cargo build --quiet "${flags[@]}" --bin lightningstream --example s3_test_server --example chaos
 
-args=(--bin "target/$profile/lightningstream" --s3-server "target/$profile/examples/s3_test_server"
-      --duration "$duration")
+args=(--bin "target/$profile/lightningstream" --duration "$duration")
+if [ -n "${CHAOS_GARAGE:-}" ]; then
+    args+=(--garage "$CHAOS_GARAGE")
+else
+    args+=(--s3-server "target/$profile/examples/s3_test_server")
+fi
 [ -n "${CHAOS_SEED:-}" ] && args+=(--seed "$CHAOS_SEED")
 [ -n "${CHAOS_DIR:-}" ] && args+=(--dir "$CHAOS_DIR")
 [ -n "${KEEP:-}" ] && args+=(--keep)

@@ -67,6 +67,12 @@ if [ "$status" = 0 ]; then
     echo "== chaos convergence"
     tests/chaos.sh 2>&1 | tee -a "$log" || status=$?
 fi
+# The same on a 3-node Garage cluster: opt-in (LS_GARAGE=1), since building Garage on a fresh
+# machine takes about 21 minutes; cached afterwards.
+if [ "$status" = 0 ] && [ "${LS_GARAGE:-0}" = 1 ]; then
+    echo "== chaos convergence on a 3-node Garage cluster"
+    tests/chaos-garage.sh 2>&1 | tee -a "$log" || status=$?
+fi
 # Every fuzz target briefly (longer runs: tests/fuzz.sh SECONDS).
 if [ "$status" = 0 ]; then
     echo "== fuzzing, 10 s per target"

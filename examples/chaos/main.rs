@@ -9,9 +9,16 @@
 //! resurrected, nothing invented). Prints figures and `chaos: N passed, M failed`; exits 1 on
 //! a failed check.
 //!
-//! usage: chaos --bin PATH --s3-server PATH [--duration SECS] [--dir DIR] [--seed N] [--keep]
+//! With `--garage PATH` the bucket lives on a 3-node Garage cluster (replication 3) instead,
+//! each node behind its own proxy and daemons spread over the three; the "S3 stopped" outages
+//! then SIGKILL one Garage node and start it again on its data, while the other two keep the
+//! quorum.
+//!
+//! usage: chaos --bin PATH (--s3-server PATH | --garage PATH) [--duration SECS] [--dir DIR]
+//!              [--seed N] [--keep]
 
 mod check;
+mod garage;
 mod proxy;
 mod rng;
 mod writer;
@@ -41,6 +48,7 @@ const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
 struct Args {
     bin: PathBuf,
     s3_server: PathBuf,
+    garage: Option<PathBuf>,
     duration: u64,
     dir: Option<PathBuf>,
     seed: u64,
@@ -49,7 +57,7 @@ struct Args {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: chaos --bin PATH --s3-server PATH [--duration SECS] [--dir DIR] [--seed N] [--keep]"
+        "usage: chaos --bin PATH (--s3-server PATH | --garage PATH) [--duration SECS] [--dir DIR] [--seed N] [--keep]"
     );
     std::process::exit(2)
 }
@@ -58,6 +66,7 @@ fn args() -> Args {
     let mut a = Args {
         bin: PathBuf::new(),
         s3_server: PathBuf::new(),
+        garage: None,
         duration: 180,
         dir: None,
         seed: SystemTime::now()
@@ -72,6 +81,7 @@ fn args() -> Args {
         match k.as_str() {
             "--bin" => a.bin = val().into(),
             "--s3-server" => a.s3_server = val().into(),
+            "--garage" => a.garage = Some(val().into()),
             "--duration" => a.duration = val().parse().unwrap_or_else(|_| usage()),
             "--dir" => a.dir = Some(val().into()),
             "--seed" => a.seed = val().parse().unwrap_or_else(|_| usage()),
@@ -79,7 +89,7 @@ fn args() -> Args {
             _ => usage(),
         }
     }
-    if a.bin.as_os_str().is_empty() || a.s3_server.as_os_str().is_empty() {
+    if a.bin.as_os_str().is_empty() || (a.s3_server.as_os_str().is_empty() == a.garage.is_none()) {
         usage();
     }
     a
@@ -113,6 +123,110 @@ fn start_s3(bin: &Path, root: &Path, log: &Path) -> S3Proc {
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("S3 test server printed {line:?}"));
     S3Proc { child, addr }
+}
+
+/// Where the bucket lives, and how an "S3 stopped" outage takes it down.
+enum Store {
+    /// The S3 test server: the one process is stopped and started again on its directory.
+    TestServer {
+        bin: PathBuf,
+        root: PathBuf,
+        log: PathBuf,
+        proc: Option<S3Proc>,
+    },
+    /// A Garage cluster: one node is stopped and started again; the others keep the quorum.
+    Garage(garage::Garage),
+}
+
+impl Store {
+    fn start(a: &Args, dir: &Path) -> Store {
+        match &a.garage {
+            Some(bin) => Store::Garage(garage::Garage::start(bin, dir, "chaos")),
+            None => {
+                let (root, log) = (dir.join("s3"), dir.join("s3.log"));
+                let proc = Some(start_s3(&a.s3_server, &root, &log));
+                Store::TestServer {
+                    bin: a.s3_server.clone(),
+                    root,
+                    log,
+                    proc,
+                }
+            }
+        }
+    }
+
+    fn endpoints(&self) -> Vec<SocketAddr> {
+        match self {
+            Store::TestServer { proc, .. } => vec![proc.as_ref().unwrap().addr],
+            Store::Garage(g) => g.nodes.iter().map(|n| n.s3).collect(),
+        }
+    }
+
+    fn keys(&self) -> (&'static str, &'static str) {
+        match self {
+            Store::TestServer { .. } => (ACCESS_KEY, SECRET_KEY),
+            Store::Garage(_) => (garage::ACCESS_KEY, garage::SECRET_KEY),
+        }
+    }
+
+    /// Takes (part of) the storage down; says what went down.
+    fn stop(&mut self) -> String {
+        match self {
+            Store::TestServer { proc, .. } => {
+                if let Some(mut s) = proc.take() {
+                    let _ = s.child.kill();
+                    let _ = s.child.wait();
+                }
+                "S3 server stopped".into()
+            }
+            Store::Garage(g) => {
+                let i = rng::below(g.nodes.len() as u64) as usize;
+                g.stop_node(i);
+                format!("garage node {} stopped", i + 1)
+            }
+        }
+    }
+
+    /// Brings back whatever `stop` took down.
+    fn restart(&mut self, proxies: &proxy::Proxies) {
+        match self {
+            Store::TestServer {
+                bin,
+                root,
+                log,
+                proc,
+            } => {
+                if proc.is_none() {
+                    let s = start_s3(bin, root, log);
+                    proxies.0[0].ctl.set_upstream(s.addr);
+                    *proc = Some(s);
+                }
+            }
+            Store::Garage(g) => {
+                for i in 0..g.nodes.len() {
+                    if !g.running(i) {
+                        g.start_node(i);
+                    }
+                }
+            }
+        }
+    }
+
+    fn shutdown(&mut self) {
+        match self {
+            Store::TestServer { proc, .. } => {
+                if let Some(mut s) = proc.take() {
+                    let _ = s.child.kill();
+                    let _ = s.child.wait();
+                }
+            }
+            Store::Garage(g) => {
+                for i in 0..g.nodes.len() {
+                    g.stop_node(i);
+                }
+            }
+        }
+    }
 }
 
 struct Node {
@@ -239,10 +353,16 @@ fn main() {
         dir.display()
     );
 
-    let s3_log = dir.join("s3.log");
-    let mut s3 = Some(start_s3(&a.s3_server, &dir.join("s3"), &s3_log));
-    let px = proxy::Proxy::start(s3.as_ref().unwrap().addr);
-    px.ctl.stall_ms.store(STALL_MAX_MS, Ordering::SeqCst);
+    let mut store = Store::start(&a, &dir);
+    let px = proxy::Proxies(
+        store
+            .endpoints()
+            .into_iter()
+            .map(proxy::Proxy::start)
+            .collect(),
+    );
+    px.set_stall_ms(STALL_MAX_MS);
+    let (access_key, secret_key) = store.keys();
 
     let mut nodes: Vec<Node> = (0..INSTANCES)
         .map(|i| {
@@ -258,14 +378,14 @@ fn main() {
                      lmdbs:\n  main:\n    path: {db}\n    schema_tracks_changes: true\n    \
                      options: {{no_subdir: true, create: true, map_size: 256MB}}\n\
                      storage:\n  type: s3\n  options:\n    endpoint_url: http://{proxy}\n    \
-                     bucket: chaos\n    create_bucket: true\n    access_key: {ACCESS_KEY}\n    \
-                     secret_key: '{SECRET_KEY}'\n    client_timeout: {CLIENT_TIMEOUT}\n    \
+                     bucket: chaos\n    create_bucket: true\n    access_key: {access_key}\n    \
+                     secret_key: '{secret_key}'\n    client_timeout: {CLIENT_TIMEOUT}\n    \
                      dial_timeout: 2s\n\
                      lmdb_poll_interval: {POLL}\nstorage_poll_interval: {POLL}\n\
                      storage_retry_interval: 1s\n\
                      log: {{level: info, format: logfmt}}\n",
                     db = db.display(),
-                    proxy = px.addr,
+                    proxy = px.0[i % px.0.len()].addr,
                 ),
             )
             .unwrap();
@@ -295,9 +415,7 @@ fn main() {
     for n in nodes.iter_mut() {
         n.start(&a.bin, 0.0);
     }
-    px.ctl
-        .fault_permille
-        .store(FAULT_PERMILLE, Ordering::SeqCst);
+    px.set_fault_permille(FAULT_PERMILLE);
 
     let stop_writers = Arc::new(AtomicBool::new(false));
     let calm = Arc::new(AtomicBool::new(false));
@@ -416,15 +534,15 @@ fn main() {
                     }
                     let len = rng::between(2000, 6000) as f64 / 1000.0;
                     match kind {
-                        Outage::ProxyRefusing => px.ctl.refuse.store(true, Ordering::SeqCst),
+                        Outage::ProxyRefusing => {
+                            px.set_refuse(true);
+                            println!("     t={t:.1}s outage: proxy refusing for {len:.1} s");
+                        }
                         Outage::S3Stopped => {
-                            if let Some(mut s) = s3.take() {
-                                let _ = s.child.kill();
-                                let _ = s.child.wait();
-                            }
+                            let what = store.stop();
+                            println!("     t={t:.1}s outage: {what} for {len:.1} s");
                         }
                     }
-                    println!("     t={t:.1}s outage: {kind:?} for {len:.1} s");
                     outage_end = Some((t + len, kind, t));
                 }
             }
@@ -433,12 +551,8 @@ fn main() {
             && end <= t
         {
             match kind {
-                Outage::ProxyRefusing => px.ctl.refuse.store(false, Ordering::SeqCst),
-                Outage::S3Stopped => {
-                    let s = start_s3(&a.s3_server, &dir.join("s3"), &s3_log);
-                    px.ctl.set_upstream(s.addr);
-                    s3 = Some(s);
-                }
+                Outage::ProxyRefusing => px.set_refuse(false),
+                Outage::S3Stopped => store.restart(&px),
             }
             outage_log.push((kind, t - start));
             outage_end = None;
@@ -460,13 +574,11 @@ fn main() {
     // The end of the chaos: writers stop, faults and outages end, every daemon runs.
     stop_writers.store(true, Ordering::SeqCst);
     let stats: Vec<writer::Stats> = writers.into_iter().map(|w| w.join().unwrap()).collect();
-    px.ctl.fault_permille.store(0, Ordering::SeqCst);
+    px.set_fault_permille(0);
     if let Some((_, kind, start)) = outage_end.take() {
-        px.ctl.refuse.store(false, Ordering::SeqCst);
+        px.set_refuse(false);
         if kind == Outage::S3Stopped {
-            let s = start_s3(&a.s3_server, &dir.join("s3"), &s3_log);
-            px.ctl.set_upstream(s.addr);
-            s3 = Some(s);
+            store.restart(&px);
         }
         outage_log.push((kind, secs() - start));
     }
@@ -574,21 +686,26 @@ fn main() {
         .filter(|o| o.0 == Outage::ProxyRefusing)
         .count();
     println!(
-        "outages: {} ({} proxy refusing every connection, {} S3 server stopped), {:.1} s in all; connections refused {}, requests with S3 unreachable {}",
+        "outages: {} ({} proxy refusing every connection, {} {}), {:.1} s in all; connections refused {}, requests with S3 unreachable {}",
         outage_log.len(),
         refusing,
         outage_log.len() - refusing,
+        if a.garage.is_some() {
+            "with one Garage node stopped"
+        } else {
+            "with the S3 server stopped"
+        },
         outage_log.iter().map(|o| o.1).sum::<f64>(),
-        px.ctl.refused.load(Ordering::SeqCst),
-        px.ctl.upstream_down.load(Ordering::SeqCst)
+        px.refused(),
+        px.upstream_down()
     );
-    let injected: u64 = proxy::FAULTS.iter().map(|(f, _)| px.ctl.count(*f)).sum();
+    let injected: u64 = proxy::FAULTS.iter().map(|(f, _)| px.count(*f)).sum();
     println!(
         "faults injected: {injected} in {} proxied requests",
-        px.ctl.requests.load(Ordering::SeqCst)
+        px.requests()
     );
     for (f, what) in proxy::FAULTS {
-        println!("     {:>6}  {what}", px.ctl.count(f));
+        println!("     {:>6}  {what}", px.count(f));
     }
     match converged {
         Some(c) => println!(
@@ -642,7 +759,7 @@ fn main() {
     );
     let missing: Vec<&str> = proxy::FAULTS
         .iter()
-        .filter(|(f, _)| px.ctl.count(*f) == 0)
+        .filter(|(f, _)| px.count(*f) == 0)
         .map(|(_, w)| *w)
         .collect();
     c.check(
@@ -733,10 +850,7 @@ fn main() {
     for n in nodes.iter_mut() {
         n.kill(secs());
     }
-    if let Some(mut s) = s3.take() {
-        let _ = s.child.kill();
-        let _ = s.child.wait();
-    }
+    store.shutdown();
     if c.failed > 0 {
         for n in &nodes {
             println!("--- last lines of {}", n.log.display());

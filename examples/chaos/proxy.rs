@@ -387,3 +387,47 @@ fn forward(ctl: &Ctl, head: &[String], body: &[u8], is_head: bool) -> std::io::R
         body,
     })
 }
+
+/// Several proxies run as one: the Garage run puts one in front of each node. Switches act on
+/// all of them and counters are their sums.
+pub struct Proxies(pub Vec<Proxy>);
+
+impl Proxies {
+    pub fn set_refuse(&self, on: bool) {
+        self.0
+            .iter()
+            .for_each(|p| p.ctl.refuse.store(on, Ordering::SeqCst));
+    }
+
+    pub fn set_fault_permille(&self, p: u32) {
+        self.0
+            .iter()
+            .for_each(|x| x.ctl.fault_permille.store(p, Ordering::SeqCst));
+    }
+
+    pub fn set_stall_ms(&self, ms: u32) {
+        self.0
+            .iter()
+            .for_each(|p| p.ctl.stall_ms.store(ms, Ordering::SeqCst));
+    }
+
+    fn sum(&self, f: impl Fn(&Ctl) -> u64) -> u64 {
+        self.0.iter().map(|p| f(&p.ctl)).sum()
+    }
+
+    pub fn count(&self, fault: Fault) -> u64 {
+        self.sum(|c| c.count(fault))
+    }
+
+    pub fn requests(&self) -> u64 {
+        self.sum(|c| c.requests.load(Ordering::SeqCst))
+    }
+
+    pub fn refused(&self) -> u64 {
+        self.sum(|c| c.refused.load(Ordering::SeqCst))
+    }
+
+    pub fn upstream_down(&self) -> u64 {
+        self.sum(|c| c.upstream_down.load(Ordering::SeqCst))
+    }
+}
