@@ -762,6 +762,21 @@ impl Txn for RoTxn<'_> {
     }
 }
 
+impl RoTxn<'_> {
+    /// The handle of `name` if it was published before this txn began; `None` otherwise, and
+    /// then without opening anything. Unlike [`Txn::open_dbi`] it never takes a slot in LMDB's
+    /// shared handle table, so it cannot make another thread's transaction wait or fail with
+    /// [`LmdbError::DbiTableChanged`]: for background readers of DBIs others opened.
+    pub fn published_dbi(&self, name: &[u8]) -> Option<Dbi> {
+        let table = lock(&self.inner.env.dbis);
+        table
+            .published
+            .get(name)
+            .filter(|&&(generation, _)| generation <= self.inner.begin_gen)
+            .map(|&(_, dbi)| Dbi(dbi))
+    }
+}
+
 impl Drop for RoTxn<'_> {
     fn drop(&mut self) {
         // Committing (not aborting) a read transaction keeps the DBI handles opened in it valid

@@ -12,6 +12,8 @@ use crate::snapshot::decode::{DecodeError, EntrySource, SnapshotIndex, validate_
 /// DBIs whose names start with this are Lightning Stream's own and never synced.
 pub const SYNC_PREFIX: &[u8] = b"_sync";
 
+pub mod diff;
+
 /// Per-transaction inputs of the merge rule.
 #[derive(Clone, Copy, Debug)]
 pub struct MergeParams {
@@ -1229,6 +1231,118 @@ mod sliced_tests {
         assert_eq!(r.stats.deleted, 1_000, "{r:?}");
         assert!(r.write_txns > 3, "{r:?}");
         assert_eq!(contents(&dst), contents(&reference));
+    }
+
+    /// Two LMDBs with the same `n` keys in `records` and a `_sync_private` DBI; then the keys
+    /// numbered in `changed` get a newer value in `src` only.
+    fn twins(dir: &std::path::Path, n: u32, changed: &[u32]) -> (Arc<Env>, Arc<Env>) {
+        let (src, dst) = (env(dir, "src"), env(dir, "dst"));
+        let rows: Vec<_> = (0..n)
+            .map(|i| {
+                (
+                    format!("key{i:07}").into_bytes(),
+                    val(1_000, false, b"same"),
+                )
+            })
+            .collect();
+        for e in [&src, &dst] {
+            put_all(e, b"records", &rows);
+            put_all(e, b"_sync_private", &rows[..1]);
+        }
+        let newer: Vec<_> = changed
+            .iter()
+            .map(|i| {
+                (
+                    format!("key{i:07}").into_bytes(),
+                    val(2_000, false, b"newer"),
+                )
+            })
+            .collect();
+        put_all(&src, b"records", &newer);
+        (src, dst)
+    }
+
+    fn scan_diff(snap: &[u8], dst: &Env, budget: usize) -> diff::Scanned {
+        let reader = crate::snapshot::decode::ScanningReader::new(snap, u64::MAX);
+        diff::scan_and_diff(reader, dst, budget).unwrap()
+    }
+
+    #[test]
+    fn validating_pass_keeps_only_what_differs() {
+        let dir = tempfile::tempdir().unwrap();
+        // More entries than one read view compares, so the pass renews its view on the way.
+        let n = READ_RENEW_EVERY as u32 + 5_000;
+        let changed = [0, 7, 50_000, n - 1];
+        let (src, dst) = twins(dir.path(), n, &changed);
+        let snap = snapshot_of(&src);
+        let s = scan_diff(&snap, &dst, 1 << 20);
+        // The same index as the plain validating pass.
+        assert_eq!(s.index, scan(snap.as_slice()).unwrap());
+        let diff = s.diff.expect("few differences");
+        assert_eq!(diff.len(), changed.len());
+        let mut it = diff.entries();
+        for i in changed {
+            let (_, kv) = it.next_entry().unwrap().unwrap();
+            assert_eq!(kv.key, format!("key{i:07}").as_bytes());
+            assert_eq!(kv.timestamp_nano, 2_000);
+        }
+        // Merging just those gives what merging everything gives.
+        let reference = env(dir.path(), "ref");
+        {
+            let txn = dst.begin_ro().unwrap();
+            let d = txn.open_dbi(b"records").unwrap().unwrap();
+            let rows: Vec<_> = txn
+                .cursor(d)
+                .unwrap()
+                .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+                .collect();
+            put_all(&reference, b"records", &rows);
+            put_all(&reference, b"_sync_private", &rows[..1]);
+            let mut w = reference.begin_rw().unwrap();
+            load_snapshot(
+                &mut w,
+                &s.index,
+                EntryReader::new(snap.as_slice()),
+                &native(),
+            )
+            .unwrap();
+            w.commit().unwrap();
+        }
+        let last = dst.info().unwrap().last_txn_id;
+        let r = load_native_sliced(&dst, &s.index, diff.entries(), &native(), last, &mut Never)
+            .unwrap();
+        assert_eq!(r.stats.written, 4);
+        assert_eq!(r.write_txns, 1);
+        assert_eq!(contents(&dst), contents(&reference));
+        // Now identical: nothing is kept.
+        let again = scan_diff(&snap, &dst, 1 << 20);
+        assert!(again.diff.expect("nothing differs").is_empty());
+    }
+
+    #[test]
+    fn validating_pass_gives_up_comparing_but_not_validating() {
+        let dir = tempfile::tempdir().unwrap();
+        let changed: Vec<u32> = (0..2_000).collect();
+        let (src, dst) = twins(dir.path(), 3_000, &changed);
+        let snap = snapshot_of(&src);
+        // Over budget: no diff, but the full index.
+        let s = scan_diff(&snap, &dst, 10_000);
+        assert!(s.diff.is_none());
+        assert_eq!(s.index, scan(snap.as_slice()).unwrap());
+        // A DBI the LMDB lacks: the whole-snapshot merge must create it.
+        put_all(&src, b"brand-new", &[(b"k".to_vec(), val(5, false, b"v"))]);
+        let snap = snapshot_of(&src);
+        assert!(scan_diff(&snap, &dst, 1 << 30).diff.is_none());
+        // A snapshot cut short is an error, however few its differences.
+        let cut = &snap[..snap.len() - 9];
+        let reader = crate::snapshot::decode::ScanningReader::new(cut, u64::MAX);
+        assert!(diff::scan_and_diff(reader, &dst, 1 << 30).is_err());
+        // So is one over the size limit.
+        let reader = crate::snapshot::decode::ScanningReader::new(snap.as_slice(), 1_000);
+        assert!(matches!(
+            diff::scan_and_diff(reader, &dst, 1 << 30),
+            Err(DecodeError::TooLarge { .. })
+        ));
     }
 
     /// Appending (into an empty DBI, or past its last key) and its fallback give the same

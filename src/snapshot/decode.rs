@@ -436,44 +436,93 @@ pub fn scan<R: Read>(compressed: R) -> Result<SnapshotIndex, DecodeError> {
 
 /// [`scan`], refusing snapshots that decompress to more than `limit` bytes.
 pub fn scan_limited<R: Read>(compressed: R, limit: u64) -> Result<SnapshotIndex, DecodeError> {
-    let mut d = Decoder::new(compressed);
-    d.limit = limit;
-    let mut idx = SnapshotIndex::default();
-    loop {
-        let ev = d.next()?;
-        let last = idx.dbis.len().wrapping_sub(1);
-        match ev {
-            Event::Format(v) => idx.format_version = v,
-            Event::Compat(v) => idx.compat_version = v,
-            Event::Meta => {
-                let offset = d.pos;
-                parse_meta(&d.buf, &mut idx.meta).map_err(|r| pb_err("Meta", offset, r))?;
-            }
-            Event::DbiStart => idx.dbis.push(DbiIndexEntry::default()),
-            Event::DbiName => idx.dbis[last].info.name = d.buf.clone(),
-            Event::DbiFlags(f) => idx.dbis[last].info.flags = f,
-            Event::DbiTransform => idx.dbis[last].info.transform = d.buf.clone(),
-            Event::Kv => {
-                let kv = d.kv();
-                let entry = &mut idx.dbis[last];
-                if kv.key.is_empty() {
-                    return Err(DecodeError::EmptyKey {
-                        dbi: dbi_label(entry, last),
-                    });
-                }
-                if kv.key.len() > MAX_KEY_SIZE {
-                    return Err(DecodeError::KeyTooLong {
-                        dbi: dbi_label(entry, last),
-                        len: kv.key.len(),
-                    });
-                }
-                entry.entries += 1;
-            }
-            Event::End => break,
+    let mut r = ScanningReader::new(compressed, limit);
+    while r.next_entry()?.is_some() {}
+    Ok(r.finish())
+}
+
+/// One entry of a [`ScanningReader`].
+pub struct ScannedEntry<'a> {
+    /// Index of the DBI message.
+    pub dbi: usize,
+    /// The DBI's name as far as read (writers put it before the entries; empty if not).
+    pub dbi_name: &'a [u8],
+    /// The snapshot's format version as far as read (writers put it first).
+    pub format_version: u32,
+    pub kv: KvRef<'a>,
+}
+
+/// The validating pass as a stream of entries: every check of [`scan_limited`] is made as the
+/// entries go by, so a consumer can look at them (compare them with an LMDB, say) in the same
+/// pass. Only once [`next_entry`](Self::next_entry) has returned `None` is the snapshot known
+/// to be valid and the index complete.
+pub struct ScanningReader<R: Read> {
+    d: Decoder<R>,
+    idx: SnapshotIndex,
+}
+
+impl<R: Read> ScanningReader<R> {
+    pub fn new(compressed: R, limit: u64) -> Self {
+        let mut d = Decoder::new(compressed);
+        d.limit = limit;
+        ScanningReader {
+            d,
+            idx: SnapshotIndex::default(),
         }
     }
-    idx.uncompressed_size = d.pos;
-    Ok(idx)
+
+    /// The next entry, with what is known of its snapshot so far.
+    pub fn next_entry(&mut self) -> Result<Option<ScannedEntry<'_>>, DecodeError> {
+        let d = &mut self.d;
+        let idx = &mut self.idx;
+        loop {
+            let ev = d.next()?;
+            let last = idx.dbis.len().wrapping_sub(1);
+            match ev {
+                Event::Format(v) => idx.format_version = v,
+                Event::Compat(v) => idx.compat_version = v,
+                Event::Meta => {
+                    let offset = d.pos;
+                    parse_meta(&d.buf, &mut idx.meta).map_err(|r| pb_err("Meta", offset, r))?;
+                }
+                Event::DbiStart => idx.dbis.push(DbiIndexEntry::default()),
+                Event::DbiName => idx.dbis[last].info.name = d.buf.clone(),
+                Event::DbiFlags(f) => idx.dbis[last].info.flags = f,
+                Event::DbiTransform => idx.dbis[last].info.transform = d.buf.clone(),
+                Event::Kv => {
+                    let kv = d.kv();
+                    let entry = &mut idx.dbis[last];
+                    if kv.key.is_empty() {
+                        return Err(DecodeError::EmptyKey {
+                            dbi: dbi_label(entry, last),
+                        });
+                    }
+                    if kv.key.len() > MAX_KEY_SIZE {
+                        return Err(DecodeError::KeyTooLong {
+                            dbi: dbi_label(entry, last),
+                            len: kv.key.len(),
+                        });
+                    }
+                    entry.entries += 1;
+                    return Ok(Some(ScannedEntry {
+                        dbi: last,
+                        dbi_name: &entry.info.name,
+                        format_version: idx.format_version,
+                        kv,
+                    }));
+                }
+                Event::End => {
+                    idx.uncompressed_size = d.pos;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// The index; complete once `next_entry` has returned `None`.
+    pub fn finish(self) -> SnapshotIndex {
+        self.idx
+    }
 }
 
 /// Second pass: the entries in file order, each with the index of its DBI message.

@@ -1,19 +1,22 @@
 //! Fetching and merging one remote snapshot (upstream `LoadOnce` plus the downloader's decode
-//! step). The object is copied to a temporary file, validated completely in a first pass (gzip
-//! CRC, every protobuf level, every key), and only then streamed into one LMDB write
-//! transaction. A snapshot that fails validation is reported as corrupt and never touches the
-//! LMDB; a failure during the merge aborts the transaction, leaving the LMDB as it was.
+//! step). The object is copied to a temporary file and validated completely in a first pass
+//! (gzip CRC, every protobuf level, every key); in native mode that pass also compares the
+//! entries with the LMDB and keeps the few that differ (`merge::diff`). Only then is anything
+//! written: the kept entries, or the whole snapshot streamed again when there were too many. A
+//! snapshot that fails validation is reported as corrupt and never touches the LMDB; a failure
+//! during the merge aborts the transaction, leaving the LMDB as it was.
 
 use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom};
 use std::time::{Duration, Instant};
 
 use crate::lmdb::{Env, LmdbError};
+use crate::merge::diff::{Diff, scan_and_diff};
 use crate::merge::{
-    LoadError, LoadOptions, LoadStats, SliceClock, load_native_sliced, load_snapshot,
+    LoadError, LoadOptions, LoadStats, SYNC_PREFIX, SliceClock, load_native_sliced, load_snapshot,
 };
 use crate::snapshot::decode::{
-    DecodeError, EntryReader, SnapshotIndex, ThreadedEntries, scan_limited,
+    DecodeError, EntryReader, ScanningReader, SnapshotIndex, ThreadedEntries, scan_limited,
 };
 use crate::storage::{Storage, StorageError, get_to_tempfile};
 
@@ -59,6 +62,8 @@ pub struct Fetched {
     pub name: String,
     pub file: File,
     pub index: SnapshotIndex,
+    /// Native mode: the entries that differed from the LMDB when validated, if few enough.
+    pub diff: Option<Diff>,
     pub compressed_size: u64,
     pub time_load_storage: std::time::Duration,
 }
@@ -81,28 +86,41 @@ fn corrupt(name: &str, e: impl std::fmt::Display) -> FetchError {
     }
 }
 
-/// Downloads `name` and validates it completely.
+/// Memory for the differing entries a native-mode fetch keeps; past it, the merge streams the
+/// whole snapshot again. A few percent of a PowerDNS-sized dataset fit.
+pub const DIFF_BUDGET: usize = 24 << 20;
+
 /// Downloads `name` and validates it completely; more than `max_uncompressed` bytes after
-/// decompression make it corrupt.
+/// decompression make it corrupt. With `compare` (native mode), the entries are compared with
+/// that LMDB in the same pass and those that differ are kept, up to `DIFF_BUDGET` bytes.
 pub fn fetch(
     storage: &dyn Storage,
     name: &str,
     max_uncompressed: u64,
+    compare: Option<&Env>,
 ) -> Result<Fetched, FetchError> {
     let t0 = Instant::now();
     let (mut file, compressed_size) = get_to_tempfile(storage, name)?;
     let time_load_storage = t0.elapsed();
-    let index = scan_limited(
-        BufReader::with_capacity(256 * 1024, &mut file),
-        max_uncompressed,
-    )
-    .map_err(|e| corrupt(name, e))?;
+    let input = BufReader::with_capacity(256 * 1024, &mut file);
+    let (index, diff) = match compare {
+        Some(env) => {
+            let reader = ScanningReader::new(input, max_uncompressed);
+            let s = scan_and_diff(reader, env, DIFF_BUDGET).map_err(|e| corrupt(name, e))?;
+            (s.index, s.diff)
+        }
+        None => (
+            scan_limited(input, max_uncompressed).map_err(|e| corrupt(name, e))?,
+            None,
+        ),
+    };
     file.seek(SeekFrom::Start(0))
         .map_err(|e| corrupt(name, format!("rewinding the downloaded copy: {e}")))?;
     Ok(Fetched {
         name: name.to_string(),
         file,
         index,
+        diff,
         compressed_size,
         time_load_storage,
     })
@@ -178,6 +196,9 @@ pub struct Merged {
     /// All write transactions of the merge together.
     pub time_write_total: Duration,
     pub write_txns: u64,
+    /// What the merge went through after validating: the entries that differed (how many), or
+    /// the whole snapshot again (`None`).
+    pub differences: Option<usize>,
 }
 
 /// Merges a fetched snapshot in one write transaction (merge.md §4), through the shadow DBIs
@@ -248,10 +269,31 @@ fn merge_native(
         source,
     })?;
     let index = &fetched.index;
-    let done = std::thread::scope(|scope| {
-        let entries = ThreadedEntries::spawn(scope, BufReader::with_capacity(256 * 1024, file));
-        load_native_sliced(env, index, entries, opts, last_synced_txn_id, &mut clock)
-    })
+    let done = match &fetched.diff {
+        // Only what differed when validated; each is decided again under the write lock.
+        Some(diff) => load_native_sliced(
+            env,
+            index,
+            diff.entries(),
+            opts,
+            last_synced_txn_id,
+            &mut clock,
+        )
+        .map(|mut done| {
+            // Counted as the whole-snapshot merge counts them: every entry it would have seen.
+            done.stats.entries = index
+                .dbis
+                .iter()
+                .filter(|d| !d.info.name.starts_with(SYNC_PREFIX))
+                .map(|d| d.entries)
+                .sum();
+            done
+        }),
+        None => std::thread::scope(|scope| {
+            let entries = ThreadedEntries::spawn(scope, BufReader::with_capacity(256 * 1024, file));
+            load_native_sliced(env, index, entries, opts, last_synced_txn_id, &mut clock)
+        }),
+    }
     .map_err(|e| load_error(&fetched.name, e))?;
     Ok(Merged {
         // Nothing written: our view of what the snapshots cover is unchanged.
@@ -261,6 +303,7 @@ fn merge_native(
         time_write_lock: clock.longest,
         time_write_total: clock.total,
         write_txns: done.write_txns,
+        differences: fetched.diff.as_ref().map(|d| d.len()),
     })
 }
 
@@ -322,5 +365,6 @@ fn merge_once(
         time_write_lock,
         time_write_total: time_write_lock,
         write_txns: 1,
+        differences: None,
     })
 }

@@ -343,6 +343,7 @@ impl Syncer {
                         time_write_lock = format!("{:?}", m.time_write_lock),
                         time_write_total = format!("{:?}", m.time_write_total),
                         write_transactions = m.write_txns,
+                        merged = m.differences.map_or("whole snapshot".to_string(), |n| format!("{n} differing entries")),
                         entries = m.stats.entries, written = m.stats.written,
                         timestamp = fetched_ts, extra = "",
                         compressed_size_bytes = size, kind = "snapshot"; "Loaded remote update");
@@ -588,6 +589,19 @@ impl Syncer {
             self.health.start.passed_initial_store();
         }
 
+        if self.load_opts.native {
+            // The downloaders compare snapshots with the DBIs whose handles are published (see
+            // `merge::diff`); publishing them now, from this thread, lets the very first load
+            // be compared too.
+            let txn = retry_lmdb("Starting a read transaction", || self.env.begin_ro())
+                .context("starting a read transaction")?;
+            for name in txn.list_dbis().context("listing DBIs")? {
+                if let Err(e) = txn.open_dbi(&name) {
+                    log::debug!(db = self.db, dbi = String::from_utf8_lossy(&name), error = e.to_string(); "Could not open DBI");
+                }
+            }
+        }
+
         // The background threads stop when this syncer ends, whatever the reason.
         let local_stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
@@ -602,6 +616,7 @@ impl Syncer {
             self.opts.storage_poll_interval,
             self.opts.lmdb_poll_interval,
             self.opts.max_uncompressed,
+            self.load_opts.native,
             self.health.clone(),
         );
         let result = match bg.jobs.clone() {

@@ -199,6 +199,7 @@ impl Background {
         storage_poll: Duration,
         lmdb_poll: Duration,
         max_uncompressed: u64,
+        native: bool,
         health: DbHealth,
     ) -> Background {
         let mut threads = Vec::new();
@@ -251,6 +252,7 @@ impl Background {
                 gate: gate.clone(),
                 health: health.clone(),
                 max_uncompressed,
+                compare: native.then(|| env.clone()),
             };
             threads.push(spawn(
                 format!("download-{db}-{i}"),
@@ -312,6 +314,8 @@ struct Downloader {
     gate: Arc<Gate>,
     health: DbHealth,
     max_uncompressed: u64,
+    /// Native mode: the LMDB each snapshot is compared with while it is validated.
+    compare: Option<Arc<Env>>,
 }
 
 impl Downloader {
@@ -343,7 +347,12 @@ impl Downloader {
             m.climit_active.with_label_values(&labels).inc();
             m.load_calls.inc();
             let t0 = Instant::now();
-            let fetched = fetch(self.storage.as_ref(), &job.name, self.max_uncompressed);
+            let fetched = fetch(
+                self.storage.as_ref(),
+                &job.name,
+                self.max_uncompressed,
+                self.compare.as_deref(),
+            );
             m.climit_active.with_label_values(&labels).dec();
             m.climit_active_seconds
                 .with_label_values(&labels)
