@@ -1262,7 +1262,7 @@ mod sliced_tests {
         (src, dst)
     }
 
-    fn scan_diff(snap: &[u8], dst: &Env, budget: usize) -> diff::Scanned {
+    fn scan_diff(snap: &[u8], dst: &Env, budget: u64) -> diff::Scanned {
         let reader = crate::snapshot::decode::ScanningReader::new(snap, u64::MAX);
         diff::scan_and_diff(reader, dst, budget).unwrap()
     }
@@ -1278,9 +1278,9 @@ mod sliced_tests {
         let s = scan_diff(&snap, &dst, 1 << 20);
         // The same index as the plain validating pass.
         assert_eq!(s.index, scan(snap.as_slice()).unwrap());
-        let diff = s.diff.expect("few differences");
+        let mut diff = s.diff.expect("few differences");
         assert_eq!(diff.len(), changed.len());
-        let mut it = diff.entries();
+        let mut it = diff.entries().unwrap();
         for i in changed {
             let (_, kv) = it.next_entry().unwrap().unwrap();
             assert_eq!(kv.key, format!("key{i:07}").as_bytes());
@@ -1309,8 +1309,8 @@ mod sliced_tests {
             w.commit().unwrap();
         }
         let last = dst.info().unwrap().last_txn_id;
-        let r = load_native_sliced(&dst, &s.index, diff.entries(), &native(), last, &mut Never)
-            .unwrap();
+        let entries = diff.entries().unwrap();
+        let r = load_native_sliced(&dst, &s.index, entries, &native(), last, &mut Never).unwrap();
         assert_eq!(r.stats.written, 4);
         assert_eq!(r.write_txns, 1);
         assert_eq!(contents(&dst), contents(&reference));

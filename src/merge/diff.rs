@@ -3,84 +3,105 @@
 //! a native-mode LMDB under short read transactions, and those that would change something are
 //! kept. The merge then only has to go through those few instead of decompressing the whole
 //! snapshot a second time; a snapshot identical to the LMDB costs one pass and no write lock.
-//! When the differences outgrow their budget (a first load), or an entry cannot be compared
+//! When the differences outgrow their budget, or an entry cannot be compared
 //! (its DBI does not exist here yet), comparing stops, validation goes on, and the merge
 //! streams the whole snapshot as before.
 
-use std::io::Read;
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 
 use super::{Action, MergeParams, READ_RENEW_EVERY, SYNC_PREFIX, Walk, lossy, plan_entry};
 use crate::lmdb::{Env, MDB_INTEGERKEY, MDB_REVERSEKEY, Txn};
 use crate::snapshot::KvRef;
 use crate::snapshot::decode::{DecodeError, EntrySource, ScanningReader, SnapshotIndex};
 
-/// Entries of a snapshot that differ from the LMDB they were compared with, in snapshot order:
-/// keys and values back to back in `data`, their lengths and the rest in `items`.
-#[derive(Debug, Default)]
+/// Entries of a snapshot that differ from the LMDB they were compared with, in snapshot order,
+/// kept in a temporary file (page cache, not the process's memory): a header of DBI message
+/// index, key length, value length (u32 each), timestamp (u64) and flags (u32), then key and
+/// value.
+#[derive(Debug)]
 pub struct Diff {
-    data: Vec<u8>,
-    /// (DBI message index, key length, value length, timestamp, flags).
-    items: Vec<(u32, u32, u32, u64, u32)>,
+    file: BufWriter<File>,
+    len: usize,
+    bytes: u64,
 }
 
+const RECORD_HEADER: usize = 24;
+
 impl Diff {
+    fn new() -> std::io::Result<Diff> {
+        Ok(Diff {
+            file: BufWriter::with_capacity(256 * 1024, tempfile::tempfile()?),
+            len: 0,
+            bytes: 0,
+        })
+    }
+
     pub fn len(&self) -> usize {
-        self.items.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        self.len == 0
     }
 
-    /// Memory held, for the budget.
-    fn bytes(&self) -> usize {
-        self.data.len() + self.items.len() * std::mem::size_of::<(u32, u32, u32, u64, u32)>()
+    fn push(&mut self, dbi: usize, kv: &KvRef) -> std::io::Result<()> {
+        let mut h = [0u8; RECORD_HEADER];
+        h[0..4].copy_from_slice(&(dbi as u32).to_le_bytes());
+        h[4..8].copy_from_slice(&(kv.key.len() as u32).to_le_bytes());
+        h[8..12].copy_from_slice(&(kv.value.len() as u32).to_le_bytes());
+        h[12..20].copy_from_slice(&kv.timestamp_nano.to_le_bytes());
+        h[20..24].copy_from_slice(&kv.flags.to_le_bytes());
+        self.file.write_all(&h)?;
+        self.file.write_all(kv.key)?;
+        self.file.write_all(kv.value)?;
+        self.len += 1;
+        self.bytes += (RECORD_HEADER + kv.key.len() + kv.value.len()) as u64;
+        Ok(())
     }
 
-    fn push(&mut self, dbi: usize, kv: &KvRef) {
-        self.data.extend_from_slice(kv.key);
-        self.data.extend_from_slice(kv.value);
-        self.items.push((
-            dbi as u32,
-            kv.key.len() as u32,
-            kv.value.len() as u32,
-            kv.timestamp_nano,
-            kv.flags,
-        ));
-    }
-
-    /// The kept entries, as a source for the merge.
-    pub fn entries(&self) -> DiffEntries<'_> {
-        DiffEntries {
-            diff: self,
-            next: 0,
-            offset: 0,
-        }
+    /// The kept entries from the first, as a source for the merge (which may run more than
+    /// once: after a full map, say).
+    pub fn entries(&mut self) -> std::io::Result<DiffEntries> {
+        self.file.flush()?;
+        let mut f = self.file.get_ref().try_clone()?;
+        f.seek(SeekFrom::Start(0))?;
+        Ok(DiffEntries {
+            r: BufReader::with_capacity(256 * 1024, f),
+            left: self.len,
+            buf: Vec::new(),
+        })
     }
 }
 
-pub struct DiffEntries<'a> {
-    diff: &'a Diff,
-    next: usize,
-    offset: usize,
+pub struct DiffEntries {
+    r: BufReader<File>,
+    left: usize,
+    buf: Vec<u8>,
 }
 
-impl EntrySource for DiffEntries<'_> {
+impl EntrySource for DiffEntries {
     fn next_entry(&mut self) -> Result<Option<(usize, KvRef<'_>)>, DecodeError> {
-        let Some(&(dbi, klen, vlen, ts, flags)) = self.diff.items.get(self.next) else {
+        if self.left == 0 {
             return Ok(None);
-        };
-        self.next += 1;
-        let key = self.offset..self.offset + klen as usize;
-        let value = key.end..key.end + vlen as usize;
-        self.offset = value.end;
+        }
+        self.left -= 1;
+        let mut h = [0u8; RECORD_HEADER];
+        self.r.read_exact(&mut h).map_err(DecodeError::Read)?;
+        let word = |i: usize| u32::from_le_bytes(h[i..i + 4].try_into().expect("4 bytes"));
+        let (dbi, klen, vlen) = (word(0) as usize, word(4) as usize, word(8) as usize);
+        let ts = u64::from_le_bytes(h[12..20].try_into().expect("8 bytes"));
+        self.buf.resize(klen + vlen, 0);
+        self.r
+            .read_exact(&mut self.buf)
+            .map_err(DecodeError::Read)?;
         Ok(Some((
-            dbi as usize,
+            dbi,
             KvRef {
-                key: &self.diff.data[key],
-                value: &self.diff.data[value],
+                key: &self.buf[..klen],
+                value: &self.buf[klen..],
                 timestamp_nano: ts,
-                flags,
+                flags: word(20),
             },
         )))
     }
@@ -96,15 +117,16 @@ pub struct Scanned {
 
 /// Validates the whole snapshot (as [`crate::snapshot::decode::scan_limited`] does: any error
 /// is the snapshot's) and compares its entries with `env`, keeping at most `budget` bytes of
-/// differing entries. Entries are judged with no tombstone cutoff, which can only make more of
+/// differing entries (in a temporary file). Entries are judged with no tombstone cutoff, which can only make more of
 /// them look different, never fewer; the merge decides each kept entry again under the write
 /// lock with the real cutoff. A problem on the LMDB side only ends the comparison.
 pub fn scan_and_diff<R: Read>(
     mut reader: ScanningReader<R>,
     env: &Env,
-    budget: usize,
+    budget: u64,
 ) -> Result<Scanned, DecodeError> {
-    let mut diff = Some(Diff::default());
+    // Without a place for the differences, the merge streams everything: slower, not wrong.
+    let mut diff = Diff::new().ok();
     let mut buf = Vec::with_capacity(256);
     let mut params = MergeParams {
         default_ts: 0,
@@ -173,12 +195,9 @@ pub fn scan_and_diff<R: Read>(
                 Ok(Action::Nothing)
             );
             let d = diff.as_mut().expect("comparing");
-            if differs {
-                d.push(i, &kv);
-                if d.bytes() > budget {
-                    diff = None;
-                    break 'views;
-                }
+            if differs && (d.push(i, &kv).is_err() || d.bytes > budget) {
+                diff = None;
+                break 'views;
             }
             n += 1;
             if n >= READ_RENEW_EVERY {

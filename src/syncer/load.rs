@@ -86,13 +86,16 @@ fn corrupt(name: &str, e: impl std::fmt::Display) -> FetchError {
     }
 }
 
-/// Memory for the differing entries a native-mode fetch keeps; past it, the merge streams the
-/// whole snapshot again. A few percent of a PowerDNS-sized dataset fit.
-pub const DIFF_BUDGET: usize = 24 << 20;
+/// Room for the differing entries a native-mode fetch keeps, in temporary file space, as a
+/// multiple of the downloaded object's size (at least `DIFF_BUDGET_MIN`); past it, the merge
+/// streams the whole snapshot again. Going through the differences is much cheaper than
+/// decompressing everything again, so even a good part of a snapshot is worth keeping.
+const DIFF_BUDGET_FACTOR: u64 = 2;
+const DIFF_BUDGET_MIN: u64 = 16 << 20;
 
 /// Downloads `name` and validates it completely; more than `max_uncompressed` bytes after
 /// decompression make it corrupt. With `compare` (native mode), the entries are compared with
-/// that LMDB in the same pass and those that differ are kept, up to `DIFF_BUDGET` bytes.
+/// that LMDB in the same pass and those that differ are kept (see `DIFF_BUDGET_FACTOR`).
 pub fn fetch(
     storage: &dyn Storage,
     name: &str,
@@ -106,7 +109,8 @@ pub fn fetch(
     let (index, diff) = match compare {
         Some(env) => {
             let reader = ScanningReader::new(input, max_uncompressed);
-            let s = scan_and_diff(reader, env, DIFF_BUDGET).map_err(|e| corrupt(name, e))?;
+            let budget = (compressed_size * DIFF_BUDGET_FACTOR).max(DIFF_BUDGET_MIN);
+            let s = scan_and_diff(reader, env, budget).map_err(|e| corrupt(name, e))?;
             (s.index, s.diff)
         }
         None => (
@@ -269,12 +273,15 @@ fn merge_native(
         source,
     })?;
     let index = &fetched.index;
-    let done = match &fetched.diff {
+    let done = match &mut fetched.diff {
         // Only what differed when validated; each is decided again under the write lock.
         Some(diff) => load_native_sliced(
             env,
             index,
-            diff.entries(),
+            diff.entries().map_err(|source| FetchError::Io {
+                name: fetched.name.clone(),
+                source,
+            })?,
             opts,
             last_synced_txn_id,
             &mut clock,
