@@ -108,9 +108,12 @@ pub fn fetch(
     let input = BufReader::with_capacity(256 * 1024, &mut file);
     let (index, diff) = match compare {
         Some(env) => {
-            let reader = ScanningReader::new(input, max_uncompressed);
             let budget = (compressed_size * DIFF_BUDGET_FACTOR).max(DIFF_BUDGET_MIN);
-            let s = scan_and_diff(reader, env, budget).map_err(|e| corrupt(name, e))?;
+            let s = std::thread::scope(|scope| {
+                let reader = ScanningReader::threaded(scope, input, max_uncompressed);
+                scan_and_diff(reader, env, budget)
+            })
+            .map_err(|e| corrupt(name, e))?;
             (s.index, s.diff)
         }
         None => (
