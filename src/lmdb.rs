@@ -917,19 +917,33 @@ pub struct Cursor<'txn> {
 
 type Item<'txn> = Option<(&'txn [u8], &'txn [u8])>;
 
+/// `mdb_cursor_get`, the entry found borrowed for `'a`.
+///
+/// # Safety
+/// `cursor` must be live, and the pages it points into must stay valid and unchanged for `'a`.
+unsafe fn cursor_get<'a>(
+    cursor: *mut ffi::MDB_cursor,
+    op: ffi::MDB_cursor_op,
+    key: Option<&[u8]>,
+) -> Result<Item<'a>> {
+    let mut k = key.map_or_else(empty_val, val);
+    let mut v = empty_val();
+    // SAFETY: the caller's promise; `k` points to `key`, which outlives the call.
+    let rc = unsafe { ffi::mdb_cursor_get(cursor, &mut k, &mut v, op) };
+    if rc == ffi::MDB_NOTFOUND {
+        return Ok(None);
+    }
+    check("cursor_get", rc)?;
+    // SAFETY: both point into pages valid for 'a (the caller's promise).
+    Ok(Some(unsafe { (slice(&k), slice(&v)) }))
+}
+
 impl<'txn> Cursor<'txn> {
     fn op(&mut self, op: ffi::MDB_cursor_op, key: Option<&[u8]>) -> Result<Item<'txn>> {
         self.started = true;
-        let mut k = key.map_or_else(empty_val, val);
-        let mut v = empty_val();
-        // SAFETY: live cursor of a live txn (the borrow on 'txn guarantees it).
-        let rc = unsafe { ffi::mdb_cursor_get(self.ptr, &mut k, &mut v, op) };
-        if rc == ffi::MDB_NOTFOUND {
-            return Ok(None);
-        }
-        check("cursor_get", rc)?;
-        // SAFETY: both point into the txn's pages, valid for 'txn (see Txn::get).
-        Ok(Some(unsafe { (slice(&k), slice(&v)) }))
+        // SAFETY: live cursor of a live txn (the borrow on 'txn guarantees it); its pages stay
+        // valid for 'txn (see Txn::get).
+        unsafe { cursor_get(self.ptr, op, key) }
     }
 
     pub fn first(&mut self) -> Result<Item<'txn>> {
@@ -970,17 +984,10 @@ pub struct RwCursor<'txn> {
 
 impl RwCursor<'_> {
     fn op(&mut self, op: ffi::MDB_cursor_op, key: Option<&[u8]>) -> Result<Item<'_>> {
-        let mut k = key.map_or_else(empty_val, val);
-        let mut v = empty_val();
-        // SAFETY: live cursor of a live write txn (borrowed mutably for the cursor's life).
-        let rc = unsafe { ffi::mdb_cursor_get(self.ptr, &mut k, &mut v, op) };
-        if rc == ffi::MDB_NOTFOUND {
-            return Ok(None);
-        }
-        check("cursor_get", rc)?;
-        // SAFETY: both point into the txn's pages, which stay put until the next write; the
-        // result borrows `self`, so no write through this cursor can happen while it lives.
-        Ok(Some(unsafe { (slice(&k), slice(&v)) }))
+        // SAFETY: live cursor of a live write txn (borrowed mutably for the cursor's life). Its
+        // pages stay put until the next write, and the result borrows `self`, so no write
+        // through this cursor (the only writer while it lives) can happen meanwhile.
+        unsafe { cursor_get(self.ptr, op, key) }
     }
 
     /// The entry at the cursor; only valid on a positioned cursor (LMDB says EINVAL otherwise).

@@ -1262,6 +1262,16 @@ mod sliced_tests {
         (src, dst)
     }
 
+    /// Every key and raw value of one DBI.
+    fn rows(env: &Env, dbi: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let txn = env.begin_ro().unwrap();
+        let d = txn.open_dbi(dbi).unwrap().unwrap();
+        txn.cursor(d)
+            .unwrap()
+            .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+            .collect()
+    }
+
     fn scan_diff(snap: &[u8], dst: &Env, budget: u64) -> diff::Scanned {
         let reader = crate::snapshot::decode::ScanningReader::new(snap, u64::MAX);
         diff::scan_and_diff(reader, dst, budget).unwrap()
@@ -1289,13 +1299,7 @@ mod sliced_tests {
         // Merging just those gives what merging everything gives.
         let reference = env(dir.path(), "ref");
         {
-            let txn = dst.begin_ro().unwrap();
-            let d = txn.open_dbi(b"records").unwrap().unwrap();
-            let rows: Vec<_> = txn
-                .cursor(d)
-                .unwrap()
-                .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
-                .collect();
+            let rows = rows(&dst, b"records");
             put_all(&reference, b"records", &rows);
             put_all(&reference, b"_sync_private", &rows[..1]);
             let mut w = reference.begin_rw().unwrap();
@@ -1443,16 +1447,7 @@ mod sliced_tests {
         let (_, dst, snap) = scenario(dir.path(), 5_000);
         // The reference starts from dst's state and takes the merge in one go.
         let reference = env(dir.path(), "ref2");
-        {
-            let src = dst.begin_ro().unwrap();
-            let sd = src.open_dbi(b"records").unwrap().unwrap();
-            let items: Vec<_> = src
-                .cursor(sd)
-                .unwrap()
-                .map(|r| r.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
-                .collect();
-            put_all(&reference, b"records", &items);
-        }
+        put_all(&reference, b"records", &rows(&dst, b"records"));
         let last = reference.info().unwrap().last_txn_id;
         load(&reference, &snap, last, &mut Never);
         // Merge into dst, failing after the second slice (a crash: committed slices stay).
