@@ -236,7 +236,10 @@ impl Syncer {
     }
 
     /// Hands every instance's latest snapshot that is not merged, pending or in flight to the
-    /// downloaders. Our own snapshots only while we still wait for our own (start-up).
+    /// downloaders, one download per instance at a time: while one is in flight, newer names
+    /// wait for the next listing after it, so a busy instance writing faster than we download
+    /// cannot pile up a queue of snapshots that are stale before their turn comes. Our own
+    /// snapshots only while we still wait for our own (start-up).
     fn request_downloads(&mut self, jobs: &Sender<Job>) {
         let now = Instant::now();
         let own_allowed = self.waiting.contains(&self.instance);
@@ -244,7 +247,7 @@ impl Syncer {
             let Some(latest) = names.last() else { continue };
             if (*inst == self.instance && !own_allowed)
                 || self.processed.get(inst) == Some(latest)
-                || self.requested.get(inst) == Some(latest)
+                || self.requested.contains_key(inst)
                 || self.pending.get(inst).is_some_and(|p| p.0 == *latest)
                 || self.retry_at.get(inst).is_some_and(|t| *t > now)
             {
