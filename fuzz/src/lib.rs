@@ -5,6 +5,8 @@
 //! and stay small however long the fuzzer runs.
 //!
 //! Invariants checked beyond "no panic":
+//! * the downloader's comparing pass (threaded inflation, compared with the native LMDB)
+//!   accepts and rejects exactly what `scan` does, with the same index or the same error;
 //! * once `scan` has accepted some bytes, streaming the same bytes cannot fail to decode, and
 //!   every entry belongs to a DBI of the index (no `LoadError::Decode`, no `UnknownDbi`);
 //! * a successful load counts exactly the entries of the DBIs it did not skip.
@@ -14,9 +16,10 @@ use std::sync::{Arc, OnceLock};
 
 use lightningstream::header;
 use lightningstream::lmdb::{Env, EnvOptions, MDB_DUPSORT, MDB_INTEGERKEY, RwTxn};
+use lightningstream::merge::diff::scan_and_diff;
 use lightningstream::merge::{LoadError, LoadOptions, SYNC_PREFIX, load_snapshot};
 use lightningstream::shadow::{main_to_shadow, shadow_to_main};
-use lightningstream::snapshot::decode::{EntryReader, SnapshotIndex, scan};
+use lightningstream::snapshot::decode::{EntryReader, ScanningReader, SnapshotIndex, scan};
 
 /// Timestamp given to local changes by main→shadow, and the tombstone cutoff: inside the range
 /// of the vectors' timestamps, so both sides of every comparison get exercised.
@@ -205,10 +208,8 @@ fn merge_shadow(env: &Env, compressed: &[u8], index: &SnapshotIndex) {
     let r = load_snapshot(&mut txn, index, EntryReader::new(compressed), &opts);
     let ok = r.is_ok();
     check_load(r, index);
-    if ok {
-        if let Err(e) = shadow_to_main(&mut txn, opts.dupsort_hack) {
-            drop(e.to_string());
-        }
+    if ok && let Err(e) = shadow_to_main(&mut txn, opts.dupsort_hack) {
+        drop(e.to_string());
     }
     txn.abort();
 }
@@ -216,14 +217,30 @@ fn merge_shadow(env: &Env, compressed: &[u8], index: &SnapshotIndex) {
 /// Validates `compressed` as a snapshot object and, when valid, merges it into both scratch
 /// LMDBs. Returns the index when the first pass accepted it.
 pub fn check_snapshot(compressed: &[u8]) -> Option<SnapshotIndex> {
-    let index = match scan(compressed) {
+    let s = scratch();
+    let scanned = scan(compressed);
+    // The downloader's pass (inflating on a thread, comparing with the native LMDB) must judge
+    // the bytes exactly as the plain pass does.
+    let compared = std::thread::scope(|scope| {
+        let reader = ScanningReader::threaded(scope, compressed, u64::MAX);
+        scan_and_diff(reader, &s.native, 1 << 20)
+    });
+    match (&scanned, &compared) {
+        (Ok(index), Ok(c)) => assert_eq!(*index, c.index),
+        (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+        (a, b) => panic!(
+            "plain pass: {:?}, comparing pass: {:?}",
+            a.as_ref().err(),
+            b.as_ref().err()
+        ),
+    }
+    let index = match scanned {
         Ok(index) => index,
         Err(e) => {
             drop(e.to_string());
             return None;
         }
     };
-    let s = scratch();
     merge_native(&s.native, compressed, &index);
     merge_shadow(&s.shadow, compressed, &index);
     Some(index)
