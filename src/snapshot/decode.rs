@@ -785,8 +785,8 @@ struct Batch {
     items: Vec<(usize, u32, u32, u64, u32)>,
 }
 
-/// An [`EntryReader`] running on a thread of its own (decompression and parsing), so that the
-/// consumer's LMDB work overlaps with it. Batches are recycled between the two; memory stays
+/// An [`EntryReader`] running on a thread of its own (parsing, with decompression on another),
+/// so that the consumer's LMDB work overlaps with it. Batches are recycled between the two; memory stays
 /// bounded by [`BATCHES_IN_FLIGHT`] batches. Create it inside a [`std::thread::scope`].
 pub struct ThreadedEntries {
     rx: std::sync::mpsc::Receiver<Result<Batch, DecodeError>>,
@@ -805,7 +805,11 @@ impl ThreadedEntries {
         let (tx, rx) = std::sync::mpsc::sync_channel(BATCHES_IN_FLIGHT);
         let (recycle, recycled) = std::sync::mpsc::sync_channel::<Batch>(BATCHES_IN_FLIGHT + 2);
         scope.spawn(move || {
-            let mut reader = EntryReader::new(compressed);
+            // Inflating on a third thread: parsing, and the consumer's LMDB work, keep up.
+            let mut reader = EntryReader {
+                d: Decoder::threaded(scope, compressed),
+                dbi: None,
+            };
             loop {
                 let mut b = recycled.try_recv().unwrap_or_default();
                 b.data.clear();
