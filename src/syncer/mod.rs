@@ -5,6 +5,7 @@
 //! merge covered. Listing, downloading and polling run on background threads (`receiver`) that
 //! talk to it over one `mpsc` channel. `--only-once` returns after the first complete pass.
 
+pub mod chain;
 pub mod cleaner;
 pub mod load;
 pub mod receiver;
