@@ -2,9 +2,13 @@
 //! its shadow (shadow mode) in one transaction and streams it as a gzipped snapshot. Each DBI is walked twice,
 //! first to learn its encoded length (protobuf needs it before the entries), then to write, so
 //! memory stays flat whatever the dataset size; the read transaction makes both walks see the
-//! same data.
+//! same data. A delta holds only the entries whose header carries a transaction ID above the
+//! one our previous object covered: one walk, filtering on the raw header bytes before any
+//! parsing, keeping references into the LMDB's pages (valid for the transaction) of the few
+//! entries that match.
 
 use std::io::Write;
+use std::time::{Duration, Instant};
 
 use crate::header;
 use crate::lmdb::{LmdbError, MDB_DUPSORT, Txn};
@@ -47,12 +51,91 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// Walks one DBI, handing each entry (key, app value, header) to `f`.
-fn for_each_entry<T: Txn>(
-    txn: &T,
+/// When full snapshots are due while deltas are on (`deltas:` in the config).
+#[derive(Clone, Copy, Debug)]
+pub struct DeltaSettings {
+    pub full_interval: Duration,
+    pub max_deltas: u64,
+}
+
+/// What this process stored last, which the next delta continues.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Stored {
+    /// The LMDB transaction ID our last stored object covers.
+    pub txn_id: u64,
+    /// When the last full snapshot was stored, and how many deltas followed it.
+    pub full_at: Instant,
+    pub deltas: u64,
+}
+
+/// The kind of object the next store writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Plan {
+    Full(&'static str),
+    Delta {
+        from: u64,
+    },
+    /// Nothing new since our last object: nothing to store.
+    Nothing,
+}
+
+/// Decides between a full snapshot and a delta for a store reading the LMDB at `txn_id`.
+/// Full snapshots: with deltas off, for the first store of a process (new and lagging readers
+/// start from it), when forced, when the interval or the delta count is reached, and when the
+/// LMDB's transaction IDs went backwards (it was replaced by an older copy: the headers' IDs
+/// no longer say what is new).
+pub fn plan(
+    settings: Option<&DeltaSettings>,
+    stored: Option<&Stored>,
+    txn_id: u64,
+    forced: bool,
+    now: Instant,
+) -> Plan {
+    let (Some(settings), Some(stored)) = (settings, stored) else {
+        return Plan::Full(if settings.is_some() {
+            "first of this process"
+        } else {
+            "deltas disabled"
+        });
+    };
+    if txn_id < stored.txn_id {
+        Plan::Full("LMDB transaction IDs went backwards")
+    } else if forced {
+        Plan::Full("forced")
+    } else if txn_id == stored.txn_id {
+        Plan::Nothing
+    } else if stored.deltas >= settings.max_deltas {
+        Plan::Full("max_deltas reached")
+    } else if now.saturating_duration_since(stored.full_at) >= settings.full_interval {
+        Plan::Full("full_snapshot_interval reached")
+    } else {
+        Plan::Delta {
+            from: stored.txn_id,
+        }
+    }
+}
+
+/// A delta carrying more than this (encoded, uncompressed) is written as a full snapshot
+/// instead: at that size a delta saves little, and the references it collects cost memory.
+pub const MAX_DELTA_BYTES: u64 = 64 << 20;
+
+/// The header's transaction ID read straight from the value bytes (no parsing); values too
+/// short for a header count as new, so that the parser reports them.
+fn raw_txn_id(value: &[u8]) -> u64 {
+    match value.get(8..16) {
+        Some(b) => u64::from_be_bytes(b.try_into().unwrap_or([0xff; 8])),
+        None => u64::MAX,
+    }
+}
+
+/// Walks one DBI, handing each entry (key, app value, header) to `f`; with `after`, only the
+/// entries whose header transaction ID is above it.
+fn for_each_entry<'t, T: Txn>(
+    txn: &'t T,
     dbi: crate::lmdb::Dbi,
     name: &[u8],
-    mut f: impl FnMut(KvRef) -> std::io::Result<()>,
+    after: Option<u64>,
+    mut f: impl FnMut(KvRef<'t>) -> std::io::Result<()>,
 ) -> Result<(), SnapshotError> {
     let lmdb_err = |source| SnapshotError::Lmdb {
         dbi: lossy(name),
@@ -61,6 +144,9 @@ fn for_each_entry<T: Txn>(
     let cursor = txn.cursor(dbi).map_err(lmdb_err)?;
     for item in cursor {
         let (key, value) = item.map_err(lmdb_err)?;
+        if after.is_some_and(|a| raw_txn_id(value) <= a) {
+            continue;
+        }
         let (h, app) = header::parse(value).map_err(|source| SnapshotError::InvalidEntry {
             dbi: lossy(name),
             key: key_for_humans(key),
@@ -86,6 +172,31 @@ pub fn write_snapshot<T: Txn, W: Write>(
     shadow: bool,
     dupsort_hack: bool,
 ) -> Result<(W, SnapshotStats), SnapshotError> {
+    write_object(txn, meta, out, shadow, dupsort_hack, None).map(|r| r.expect("no size limit"))
+}
+
+/// Writes a delta: as [`write_snapshot`], but only entries whose header transaction ID is above
+/// `after`; every DBI is listed, so that new DBIs travel too. `None` when the delta would exceed
+/// [`MAX_DELTA_BYTES`] (the caller writes a full snapshot instead).
+pub fn write_delta<T: Txn, W: Write>(
+    txn: &T,
+    meta: &Meta,
+    out: W,
+    shadow: bool,
+    dupsort_hack: bool,
+    after: u64,
+) -> Result<Option<(W, SnapshotStats)>, SnapshotError> {
+    write_object(txn, meta, out, shadow, dupsort_hack, Some(after))
+}
+
+fn write_object<T: Txn, W: Write>(
+    txn: &T,
+    meta: &Meta,
+    out: W,
+    shadow: bool,
+    dupsort_hack: bool,
+    after: Option<u64>,
+) -> Result<Option<(W, SnapshotStats)>, SnapshotError> {
     let mut stats = SnapshotStats::default();
     let mut writer = SnapshotWriter::new(out, meta)?;
     let names = txn.list_dbis().map_err(|source| SnapshotError::Lmdb {
@@ -118,24 +229,92 @@ pub fn write_snapshot<T: Txn, W: Write>(
         } else {
             (main, name.clone())
         };
-        let mut entries_len = 0u64;
-        for_each_entry(txn, dbi, &source_name, |kv| {
-            entries_len += kv_field_len(&kv);
-            Ok(())
-        })?;
         let info = DbiInfo {
             name: name.clone(),
             flags: u64::from(flags),
             transform,
         };
-        writer.begin_dbi(&info, entries_len)?;
-        for_each_entry(txn, dbi, &source_name, |kv| {
-            stats.entries += 1;
-            writer.write_kv(&kv)
-        })?;
+        let mut entries_len = 0u64;
+        if let Some(after) = after {
+            let mut kept = Vec::new();
+            let mut too_large = false;
+            for_each_entry(txn, dbi, &source_name, Some(after), |kv| {
+                entries_len += kv_field_len(&kv);
+                too_large |= writer.bytes_written() + entries_len > MAX_DELTA_BYTES;
+                if !too_large {
+                    kept.push(kv);
+                }
+                Ok(())
+            })?;
+            if too_large {
+                return Ok(None);
+            }
+            writer.begin_dbi(&info, entries_len)?;
+            for kv in &kept {
+                stats.entries += 1;
+                writer.write_kv(kv)?;
+            }
+        } else {
+            for_each_entry(txn, dbi, &source_name, None, |kv| {
+                entries_len += kv_field_len(&kv);
+                Ok(())
+            })?;
+            writer.begin_dbi(&info, entries_len)?;
+            for_each_entry(txn, dbi, &source_name, None, |kv| {
+                stats.entries += 1;
+                writer.write_kv(&kv)
+            })?;
+        }
         writer.end_dbi()?;
         stats.dbis += 1;
     }
     stats.uncompressed_size = writer.bytes_written();
-    Ok((writer.finish()?, stats))
+    Ok(Some((writer.finish()?, stats)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_or_delta() {
+        let t0 = Instant::now();
+        let s = DeltaSettings {
+            full_interval: Duration::from_secs(600),
+            max_deltas: 3,
+        };
+        let st = Stored {
+            txn_id: 10,
+            full_at: t0,
+            deltas: 0,
+        };
+        let at = |secs| t0 + Duration::from_secs(secs);
+        assert_eq!(
+            plan(None, Some(&st), 12, false, t0),
+            Plan::Full("deltas disabled")
+        );
+        assert!(matches!(plan(Some(&s), None, 12, false, t0), Plan::Full(_)));
+        assert_eq!(
+            plan(Some(&s), Some(&st), 12, false, at(1)),
+            Plan::Delta { from: 10 }
+        );
+        assert_eq!(plan(Some(&s), Some(&st), 10, false, at(1)), Plan::Nothing);
+        assert!(matches!(
+            plan(Some(&s), Some(&st), 10, true, at(1)),
+            Plan::Full(_)
+        ));
+        assert_eq!(
+            plan(Some(&s), Some(&st), 9, false, at(1)),
+            Plan::Full("LMDB transaction IDs went backwards")
+        );
+        assert_eq!(
+            plan(Some(&s), Some(&st), 12, false, at(600)),
+            Plan::Full("full_snapshot_interval reached")
+        );
+        let many = Stored { deltas: 3, ..st };
+        assert_eq!(
+            plan(Some(&s), Some(&many), 12, false, at(1)),
+            Plan::Full("max_deltas reached")
+        );
+    }
 }
