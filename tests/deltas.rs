@@ -299,3 +299,75 @@ fn three_instances_converge_with_deltas() {
         );
     }
 }
+
+/// Shadow mode: the shadow headers carry the txn IDs that select a delta's entries.
+#[test]
+fn shadow_mode_deltas() {
+    use lightningstream::lmdb::{Env, EnvOptions, Txn};
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let mk = |name: &str| {
+        let i = with_deltas(dir.path(), name, &bucket, 100);
+        let cfg = std::fs::read_to_string(&i.config).unwrap();
+        std::fs::write(
+            &i.config,
+            cfg.replace(
+                "schema_tracks_changes: true",
+                "schema_tracks_changes: false",
+            ),
+        )
+        .unwrap();
+        i
+    };
+    let (a, b) = (mk("a"), mk("b"));
+    let env = |i: &Instance| {
+        let o = EnvOptions {
+            no_subdir: true,
+            create: true,
+            map_size: 64 << 20,
+            ..Default::default()
+        };
+        Env::open(&i.db, &o).unwrap()
+    };
+    let put = |i: &Instance, k: &str, v: Option<&str>| {
+        let e = env(i);
+        let mut txn = e.begin_rw().unwrap();
+        let d = txn.create_dbi(b"plain", 0).unwrap();
+        match v {
+            Some(v) => txn.put(d, k.as_bytes(), v.as_bytes()).unwrap(),
+            None => {
+                txn.del(d, k.as_bytes()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    };
+    let get = |i: &Instance, k: &str| -> Option<Vec<u8>> {
+        let e = env(i);
+        let txn = e.begin_ro().unwrap();
+        let d = txn.open_dbi(b"plain").unwrap()?;
+        txn.get(d, k.as_bytes()).unwrap().map(|v| v.to_vec())
+    };
+    put(&a, "start", Some("1"));
+    let _da = Daemon::start(&a, "sync", &dir.path().join("a.log"));
+    let _db = Daemon::start(&b, "sync", &dir.path().join("b.log"));
+    wait_for("start on b", T, || get(&b, "start").is_some());
+    put(&a, "k", Some("v1"));
+    wait_for("k on b", T, || {
+        get(&b, "k").as_deref() == Some(b"v1".as_slice())
+    });
+    put(&a, "k", None);
+    wait_for("k deleted on b", T, || get(&b, "k").is_none());
+    put(&b, "from-b", Some("x"));
+    wait_for("b's key on a", T, || get(&a, "from-b").is_some());
+    assert!(
+        deltas(&bucket, "a").len() >= 2,
+        "{:?}",
+        deltas(&bucket, "a")
+    );
+    assert_eq!(fulls(&bucket, "a").len(), 1);
+    let lb = log(dir.path(), "b.log");
+    assert!(
+        lb.contains("kind=delta") && !lb.contains("Delta chain broken"),
+        "{lb}"
+    );
+}
