@@ -275,6 +275,71 @@ fn write_object<T: Txn, W: Write>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::snapshot::decode::decode_all;
+    use crate::snapshot::encode::GzipWriter;
+
+    /// Writes entries (key, txn ID, deleted) into DBI `dbi`, each with a header of that txn ID.
+    fn put(env: &crate::lmdb::Env, dbi: &[u8], items: &[(&str, u64, bool)]) {
+        let mut txn = env.begin_rw().unwrap();
+        let d = txn.create_dbi(dbi, 0).unwrap();
+        for (k, id, deleted) in items {
+            let mut v = Vec::new();
+            let flags = if *deleted { header::FLAG_DELETED } else { 0 };
+            header::write_header(&mut v, 1000 + id, *id, flags, false);
+            if !deleted {
+                v.extend_from_slice(k.as_bytes());
+            }
+            txn.put(d, k.as_bytes(), &v).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+
+    #[test]
+    fn delta_holds_exactly_the_entries_after_the_txn_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let env = crate::testutil::scratch_env(dir.path(), "db", 1 << 20);
+        put(
+            &env,
+            b"a",
+            &[("old", 3, false), ("new", 7, false), ("gone", 8, true)],
+        );
+        put(&env, b"b", &[("x", 5, false)]);
+        put(&env, b"_sync_private", &[("p", 9, false)]);
+        let txn = env.begin_ro().unwrap();
+        let meta = Meta {
+            lmdb_txn_id: 9,
+            from_lmdb_txn_id: 5,
+            ..Meta::default()
+        };
+        let (gz, stats) = write_delta(&txn, &meta, GzipWriter::new(Vec::new()), false, false, 5)
+            .unwrap()
+            .unwrap();
+        let (index, entries) = decode_all(&gz.finish().unwrap()[..]).unwrap();
+        assert_eq!(index.meta.from_lmdb_txn_id, 5);
+        // Both DBIs are listed, only entries above txn 5 travel, the tombstone included.
+        let names: Vec<&[u8]> = index.dbis.iter().map(|d| &d.info.name[..]).collect();
+        assert_eq!(names, [b"a".as_slice(), b"b".as_slice()]);
+        let got: Vec<(usize, &[u8], u32)> = entries
+            .iter()
+            .map(|(i, kv)| (*i, &kv.key[..], kv.flags))
+            .collect();
+        assert_eq!(got, [(0, b"gone".as_slice(), 1), (0, b"new".as_slice(), 0)]);
+        assert_eq!(stats.entries, 2);
+        // From 0 (exclusive), everything written since the LMDB's first transaction.
+        let (_, all) = write_delta(&txn, &meta, GzipWriter::new(Vec::new()), false, false, 0)
+            .unwrap()
+            .unwrap();
+        assert_eq!(all.entries, 4);
+        // A value too short for a header is reported, not skipped.
+        drop(txn);
+        let mut w = env.begin_rw().unwrap();
+        let d = w.create_dbi(b"b", 0).unwrap();
+        w.put(d, b"short", b"abc").unwrap();
+        w.commit().unwrap();
+        let txn = env.begin_ro().unwrap();
+        let e = write_delta(&txn, &meta, Vec::new(), false, false, 5).unwrap_err();
+        assert!(e.to_string().contains("short"), "{e}");
+    }
 
     #[test]
     fn full_or_delta() {

@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Propagation of single-record changes at PowerDNS scale, with deltas on and off: two daemons
+# (instances a and b) on copies of one dataset of ../shared/bench/gen.py, fs storage, 1 s LMDB
+# and storage polls. CHANGES times: one record is written into a's LMDB the way PowerDNS 4.8+
+# does (LS header with the write transaction's ID), and the time until b's LMDB holds it is
+# measured; then a pause of 0.2-1.2 s so that changes fall at random points of the poll cycles.
+# Reported per mode: p50/p99/max latency, bytes a uploaded per change (all objects a stored
+# during the changes, divided by their number), and a's median time to store one object and
+# b's to merge one.
+#
+# usage: benches/delta-latency.sh [DOMAINS] [CHANGES] [MODES]
+#   DOMAINS 166667 = 1M records (default), 1000000 = 6M; CHANGES default 50; MODES "on off".
+# Datasets are generated once per size and kept in $WORK (default /var/tmp/ls-scale), shared
+# with benches/scale.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DOMAINS=${1:-166667}
+CHANGES=${2:-50}
+MODES=${3:-on off}
+SHARED=${SHARED:-../shared/bench}
+WORK=${WORK:-/var/tmp/ls-scale}/$DOMAINS
+python3 -c 'import lmdb' 2>/dev/null || python3 -m pip install --quiet lmdb
+cargo build --release --quiet --bin lightningstream
+LS=$PWD/target/release/lightningstream
+mkdir -p "$WORK"
+if [ ! -f "$WORK/src.lmdb" ]; then
+    echo "== generating $DOMAINS domains ($((DOMAINS * 7)) keys)"
+    python3 "$SHARED/gen.py" "$WORK/src.lmdb.tmp" "$DOMAINS" && mv "$WORK/src.lmdb.tmp" "$WORK/src.lmdb"
+fi
+
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+for mode in $MODES; do
+    run=$WORK/delta-$mode
+    rm -rf "$run" && mkdir -p "$run"
+    deltas=false
+    [ "$mode" = on ] && deltas=true
+    for i in a b; do
+        cp "$WORK/src.lmdb" "$run/$i.lmdb"
+        cat > "$run/$i.yaml" <<YAML
+instance: $i
+lmdbs:
+  main:
+    path: $run/$i.lmdb
+    schema_tracks_changes: true
+    options: {no_subdir: true, create: true, map_size: 16GB}
+storage:
+  type: fs
+  options: {root_path: $run/bucket}
+log: {level: info, format: logfmt, timestamp: disable}
+lmdb_poll_interval: 1s
+storage_poll_interval: 1s
+lmdb_log_stats_interval: 0s
+deltas: {enabled: $deltas, full_snapshot_interval: 10m, max_deltas: 1000}
+YAML
+    done
+    echo "== deltas $mode: starting a and b on $((DOMAINS * 7)) keys"
+    pids=()
+    for i in a b; do
+        "$LS" -c "$run/$i.yaml" sync 2>"$run/$i.log" &
+        pids+=($!)
+    done
+    python3 - "$run" "$CHANGES" "$mode" "${pids[@]}" <<'EOF'
+import os, random, re, statistics, struct, sys, time
+import lmdb
+
+run, changes, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+pids = [int(p) for p in sys.argv[4:]]
+HDR = struct.Struct(">QQBBxxxxH")
+
+def log(i):
+    with open(f"{run}/{i}.log", errors="replace") as f:
+        return f.read()
+
+def alive():
+    for p in pids:
+        if os.waitpid(p, os.WNOHANG) != (0, 0):
+            sys.exit(f"daemon {p} ended; logs in {run}")
+
+def wait(what, cond, timeout=1800):
+    t0 = time.monotonic()
+    while not cond():
+        alive()
+        if time.monotonic() - t0 > timeout:
+            sys.exit(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+# Start-up: each stores its snapshot and merges the other's.
+wait("start-up", lambda: all(
+    'msg="Stored snapshot"' in log(i) and "Loaded remote update" in log(i) for i in "ab"))
+time.sleep(3)
+
+def a_bytes():
+    return sum(e.stat().st_size for e in os.scandir(f"{run}/bucket") if e.name.startswith("main__a__"))
+
+def a_objects():
+    return sum(1 for e in os.scandir(f"{run}/bucket") if e.name.startswith("main__a__"))
+
+a = lmdb.open(f"{run}/a.lmdb", subdir=False, max_dbs=16, map_size=16 << 30)
+b = lmdb.open(f"{run}/b.lmdb", subdir=False, max_dbs=16, map_size=16 << 30, readonly=True)
+adb = a.open_db(b"records_v5")
+bdb = b.open_db(b"records_v5")
+bytes0, objects0 = a_bytes(), a_objects()
+lat = []
+for n in range(changes):
+    key = b"bench-change-%06d" % n
+    with a.begin(write=True) as t:
+        t.put(key, HDR.pack(time.time_ns(), t.id(), 0, 0, 0) + b"192.0.2.1 3600", db=adb)
+    t0 = time.monotonic()
+    while True:
+        with b.begin() as t:
+            if t.get(key, db=bdb) is not None:
+                break
+        if time.monotonic() - t0 > 600:
+            sys.exit(f"change {n} not visible on b after 600 s")
+        time.sleep(0.005)
+    lat.append(time.monotonic() - t0)
+    alive()
+    time.sleep(random.uniform(0.2, 1.2))
+time.sleep(1.5)  # the last store may still be writing
+per_change = (a_bytes() - bytes0) / changes
+objects = a_objects() - objects0
+
+def durations(text, msg, key, kind):
+    out = []
+    for line in text.splitlines():
+        if f'msg="{msg}"' in line and kind in line:
+            m = re.search(rf"\b{key}=([\d.]+)(ns|µs|us|ms|s)\b", line)
+            if m:
+                out.append(float(m.group(1)) * {"ns": 1e-9, "µs": 1e-6, "us": 1e-6, "ms": 1e-3, "s": 1}[m.group(2)])
+    return out
+
+kind_store = "snapshot_kind=delta" if mode == "on" else "snapshot_kind=snapshot"
+kind_load = "kind=delta" if mode == "on" else "kind=snapshot"
+store = durations(log("a"), "Stored snapshot", "time_total", kind_store)
+load = durations(log("b"), "Loaded remote update", "time_total", kind_load)
+lat.sort()
+q = lambda p: lat[min(len(lat) - 1, int(round(p * (len(lat) - 1))))]
+med = lambda v: f"{statistics.median(v[-changes:]):.3f}" if v else "-"
+print(f"deltas={mode} changes={changes} p50_s={q(0.5):.3f} p99_s={q(0.99):.3f} max_s={lat[-1]:.3f} "
+      f"objects_stored_by_a={objects} bytes_per_change={per_change:.0f} "
+      f"a_store_median_s={med(store)} b_merge_median_s={med(load)}")
+EOF
+    cleanup
+    pids=()
+done
