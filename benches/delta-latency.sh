@@ -6,7 +6,11 @@
 # measured; then a pause of 0.2-1.2 s so that changes fall at random points of the poll cycles.
 # Reported per mode: p50/p99/max latency, bytes a uploaded per change (all objects a stored
 # during the changes, divided by their number), and a's median time to store one object and
-# b's to merge one.
+# b's to merge one. With ALTERNATE=1 the changes alternate between a and b (each checked on
+# the other), bytes count both instances' objects, and the mean number of entries per delta
+# shows the echo: a delta also carries the entries its instance merged since its last object.
+# With STORAGE=s3 the bucket is on the S3 test server (examples/s3_test_server.rs, s3s-fs on
+# loopback, signatures checked) instead of a directory.
 #
 # usage: benches/delta-latency.sh [DOMAINS] [CHANGES] [MODES]
 #   DOMAINS 166667 = 1M records (default), 1000000 = 6M; CHANGES default 50; MODES "on off".
@@ -20,8 +24,10 @@ MODES=${3:-on off}
 SHARED=${SHARED:-../shared/bench}
 WORK=${WORK:-/var/tmp/ls-scale}/$DOMAINS
 python3 -c 'import lmdb' 2>/dev/null || python3 -m pip install --quiet lmdb
-cargo build --release --quiet --bin lightningstream
+STORAGE=${STORAGE:-fs}
+cargo build --release --quiet --bin lightningstream --example s3_test_server
 LS=$PWD/target/release/lightningstream
+S3=$PWD/target/release/examples/s3_test_server
 mkdir -p "$WORK"
 if [ ! -f "$WORK/src.lmdb" ]; then
     echo "== generating $DOMAINS domains ($((DOMAINS * 7)) keys)"
@@ -40,6 +46,18 @@ for mode in $MODES; do
     rm -rf "$run" && mkdir -p "$run"
     deltas=false
     [ "$mode" = on ] && deltas=true
+    pids=()
+    if [ "$STORAGE" = s3 ]; then
+        mkdir -p "$run/s3"
+        "$S3" "$run/s3" > "$run/s3.endpoint" &
+        pids+=($!)
+        while [ ! -s "$run/s3.endpoint" ]; do sleep 0.1; done
+        storage="{type: s3, options: {endpoint_url: \"$(cat "$run/s3.endpoint")\", bucket: bench, create_bucket: true, access_key: AKIAIOSFODNN7EXAMPLE, secret_key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY}}"
+        objects=$run/s3/bench
+    else
+        storage="{type: fs, options: {root_path: $run/bucket}}"
+        objects=$run/bucket
+    fi
     for i in a b; do
         cp "$WORK/src.lmdb" "$run/$i.lmdb"
         cat > "$run/$i.yaml" <<YAML
@@ -49,9 +67,7 @@ lmdbs:
     path: $run/$i.lmdb
     schema_tracks_changes: true
     options: {no_subdir: true, create: true, map_size: 16GB}
-storage:
-  type: fs
-  options: {root_path: $run/bucket}
+storage: $storage
 log: {level: info, format: logfmt, timestamp: disable}
 lmdb_poll_interval: 1s
 storage_poll_interval: 1s
@@ -60,17 +76,16 @@ deltas: {enabled: $deltas, full_snapshot_interval: 10m, max_deltas: 1000}
 YAML
     done
     echo "== deltas $mode: starting a and b on $((DOMAINS * 7)) keys"
-    pids=()
     for i in a b; do
         "$LS" -c "$run/$i.yaml" sync 2>"$run/$i.log" &
         pids+=($!)
     done
-    python3 - "$run" "$CHANGES" "$mode" "${pids[@]}" <<'EOF'
+    ALTERNATE=${ALTERNATE:-0} python3 - "$run" "$CHANGES" "$mode" "$objects" "${pids[@]}" <<'EOF'
 import os, random, re, statistics, struct, sys, time
 import lmdb
 
-run, changes, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-pids = [int(p) for p in sys.argv[4:]]
+run, changes, mode, bucket = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+pids = [int(p) for p in sys.argv[5:]]
 HDR = struct.Struct(">QQBBxxxxH")
 
 def log(i):
@@ -79,7 +94,12 @@ def log(i):
 
 def alive():
     for p in pids:
-        if os.waitpid(p, os.WNOHANG) != (0, 0):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                dead = f.read().split(") ")[1].startswith("Z")
+        except OSError:
+            dead = True
+        if dead:
             sys.exit(f"daemon {p} ended; logs in {run}")
 
 def wait(what, cond, timeout=1800):
@@ -95,26 +115,29 @@ wait("start-up", lambda: all(
     'msg="Stored snapshot"' in log(i) and "Loaded remote update" in log(i) for i in "ab"))
 time.sleep(3)
 
+alternate = os.environ.get("ALTERNATE") == "1"
+writers = ("main__a__", "main__b__") if alternate else ("main__a__",)
+
 def a_bytes():
-    return sum(e.stat().st_size for e in os.scandir(f"{run}/bucket") if e.name.startswith("main__a__"))
+    return sum(e.stat().st_size for e in os.scandir(bucket) if e.name.startswith(writers))
 
 def a_objects():
-    return sum(1 for e in os.scandir(f"{run}/bucket") if e.name.startswith("main__a__"))
+    return sum(1 for e in os.scandir(bucket) if e.name.startswith(writers))
 
-a = lmdb.open(f"{run}/a.lmdb", subdir=False, max_dbs=16, map_size=16 << 30)
-b = lmdb.open(f"{run}/b.lmdb", subdir=False, max_dbs=16, map_size=16 << 30, readonly=True)
-adb = a.open_db(b"records_v5")
-bdb = b.open_db(b"records_v5")
+envs = [lmdb.open(f"{run}/{i}.lmdb", subdir=False, max_dbs=16, map_size=16 << 30) for i in "ab"]
+dbis = [e.open_db(b"records_v5") for e in envs]
 bytes0, objects0 = a_bytes(), a_objects()
 lat = []
 for n in range(changes):
     key = b"bench-change-%06d" % n
-    with a.begin(write=True) as t:
-        t.put(key, HDR.pack(time.time_ns(), t.id(), 0, 0, 0) + b"192.0.2.1 3600", db=adb)
+    src = n % 2 if alternate else 0
+    (w, wdb), (r, rdb) = (envs[src], dbis[src]), (envs[1 - src], dbis[1 - src])
+    with w.begin(write=True) as t:
+        t.put(key, HDR.pack(time.time_ns(), t.id(), 0, 0, 0) + b"192.0.2.1 3600", db=wdb)
     t0 = time.monotonic()
     while True:
-        with b.begin() as t:
-            if t.get(key, db=bdb) is not None:
+        with r.begin() as t:
+            if t.get(key, db=rdb) is not None:
                 break
         if time.monotonic() - t0 > 600:
             sys.exit(f"change {n} not visible on b after 600 s")
@@ -139,12 +162,15 @@ kind_store = "snapshot_kind=delta" if mode == "on" else "snapshot_kind=snapshot"
 kind_load = "kind=delta" if mode == "on" else "kind=snapshot"
 store = durations(log("a"), "Stored snapshot", "time_total", kind_store)
 load = durations(log("b"), "Loaded remote update", "time_total", kind_load)
+entries = [int(m.group(1)) for i in "ab" for line in log(i).splitlines()
+           if "snapshot_kind=delta" in line for m in [re.search(r"\bentries=(\d+)", line)] if m]
 lat.sort()
 q = lambda p: lat[min(len(lat) - 1, int(round(p * (len(lat) - 1))))]
 med = lambda v: f"{statistics.median(v[-changes:]):.3f}" if v else "-"
 print(f"deltas={mode} changes={changes} p50_s={q(0.5):.3f} p99_s={q(0.99):.3f} max_s={lat[-1]:.3f} "
       f"objects_stored_by_a={objects} bytes_per_change={per_change:.0f} "
-      f"a_store_median_s={med(store)} b_merge_median_s={med(load)}")
+      f"a_store_median_s={med(store)} b_merge_median_s={med(load)} "
+      f"entries_per_delta={statistics.mean(entries) if entries else 0:.2f}")
 EOF
     cleanup
     pids=()

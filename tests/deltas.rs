@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{Daemon, Instance, count_objects, entry, key, shared_dir, wait_for};
@@ -22,6 +22,15 @@ fn with_deltas(dir: &Path, name: &str, bucket: &Path, max_deltas: u32) -> Instan
     ));
     std::fs::write(&i.config, cfg).unwrap();
     i
+}
+
+/// A scratch directory with instances a and b sharing its bucket, deltas on.
+fn pair(max_deltas: u32) -> (tempfile::TempDir, PathBuf, Instance, Instance) {
+    let dir = tempfile::tempdir().unwrap();
+    let bucket = dir.path().join("bucket");
+    let a = with_deltas(dir.path(), "a", &bucket, max_deltas);
+    let b = with_deltas(dir.path(), "b", &bucket, max_deltas);
+    (dir, bucket, a, b)
 }
 
 /// Object names in the bucket of one instance, sorted.
@@ -62,17 +71,9 @@ fn log(dir: &Path, name: &str) -> String {
 
 #[test]
 fn chain_of_deltas_with_deletes_propagates_in_order() {
-    let dir = tempfile::tempdir().unwrap();
-    let bucket = dir.path().join("bucket");
-    let a = with_deltas(dir.path(), "a", &bucket, 100);
-    let b = with_deltas(dir.path(), "b", &bucket, 100);
+    let (dir, bucket, a, b) = pair(100);
     let big = "x".repeat(200);
-    let filler: Vec<String> = (0..2000).map(|i| format!("fill{i:05}")).collect();
-    let entries: Vec<(&str, Option<&str>, u64)> = filler
-        .iter()
-        .map(|k| (k.as_str(), Some(big.as_str()), 5))
-        .collect();
-    a.write("records", &entries);
+    a.write_filler("records", "fill", 2000, &big, 5);
     let _da = Daemon::start(&a, "sync", &dir.path().join("a.log"));
     let _db = Daemon::start(&b, "sync", &dir.path().join("b.log"));
     wait_for("initial data on b", T, || {
@@ -125,10 +126,7 @@ fn chain_of_deltas_with_deletes_propagates_in_order() {
 
 #[test]
 fn missing_delta_falls_back_to_the_next_full_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let bucket = dir.path().join("bucket");
-    let a = with_deltas(dir.path(), "a", &bucket, 4);
-    let b = with_deltas(dir.path(), "b", &bucket, 4);
+    let (dir, bucket, a, b) = pair(4);
     a.write("records", &[("k0", Some("v"), 10)]);
     let _da = Daemon::start(&a, "sync", &dir.path().join("a.log"));
     wait_for("a's first snapshot", T, || fulls(&bucket, "a").len() == 1);
@@ -162,10 +160,7 @@ fn missing_delta_falls_back_to_the_next_full_snapshot() {
 
 #[test]
 fn restarted_writer_and_an_older_copy_of_its_lmdb() {
-    let dir = tempfile::tempdir().unwrap();
-    let bucket = dir.path().join("bucket");
-    let a = with_deltas(dir.path(), "a", &bucket, 100);
-    let b = with_deltas(dir.path(), "b", &bucket, 100);
+    let (dir, bucket, a, b) = pair(100);
     let _db = Daemon::start(&b, "sync", &dir.path().join("b.log"));
     a.write("records", &[("k1", Some("v"), 10)]);
     let da = Daemon::start(&a, "sync", &dir.path().join("a1.log"));
@@ -269,16 +264,16 @@ fn three_instances_converge_with_deltas() {
         .map(|i| Daemon::start(i, "sync", &dir.path().join(format!("{}.log", i.name))))
         .collect();
     for round in 0..4u64 {
+        // Each instance adds a key of its own and overwrites a shared one; c's write is newest.
         for (n, i) in inst.iter().enumerate() {
+            let (own, val) = (
+                format!("own-{}-{round}", i.name),
+                format!("{}-{round}", i.name),
+            );
             let ts = 100 * round + n as u64;
-            let own = format!("own-{}-{round}", i.name);
-            let val = format!("{}-{round}", i.name);
             i.write(
                 "records",
-                &[
-                    (own.as_str(), Some(val.as_str()), ts),
-                    ("conflict", Some(val.as_str()), ts),
-                ],
+                &[(&own, Some(&val), ts), ("conflict", Some(&val), ts)],
             );
         }
         std::thread::sleep(Duration::from_millis(300));

@@ -104,6 +104,14 @@ impl Instance {
         txn.commit().unwrap();
     }
 
+    /// Writes `n` keys `<prefix><nnnnn>` holding `value` at timestamp `ts`, in one transaction.
+    pub fn write_filler(&self, dbi: &str, prefix: &str, n: usize, value: &str, ts: u64) {
+        let keys: Vec<String> = (0..n).map(|i| format!("{prefix}{i:05}")).collect();
+        let entries: Vec<(&str, Option<&str>, u64)> =
+            keys.iter().map(|k| (k.as_str(), Some(value), ts)).collect();
+        self.write(dbi, &entries);
+    }
+
     pub fn last_txn_id(&self) -> u64 {
         self.env().info().unwrap().last_txn_id
     }
