@@ -138,22 +138,31 @@ fn missing_delta_falls_back_to_the_next_full_snapshot() {
     let lost = deltas(&bucket, "a")[1].clone();
     std::fs::remove_file(bucket.join(&lost)).unwrap();
     let _db = Daemon::start(&b, "sync", &dir.path().join("b.log"));
-    wait_for("b's chain up to the gap", T, || {
-        has(&b, "k1", 11, Some("v"))
-    });
-    wait_for("gap reported", T, || {
-        log(dir.path(), "b.log").contains("Delta chain broken")
-    });
-    assert!(!b.dump().contains_key(&key("records", "k3")));
+    // b merges the chain up to the gap and the delta after it, but lacks the lost change,
+    // and does not count a as loaded.
+    wait_for("b past the gap", T, || has(&b, "k3", 13, Some("v")));
+    assert!(has(&b, "k1", 11, Some("v")));
+    assert!(!b.dump().contains_key(&key("records", "k2")));
+    let ready = |l: &str| {
+        l.lines().any(|l| {
+            l.contains("\"No longer waiting for instance\"") && l.contains("other_instance=a")
+        })
+    };
+    let lb = log(dir.path(), "b.log");
+    assert!(lb.contains("Delta chain broken") && !ready(&lb), "{lb}");
     // The fourth delta, then the full snapshot that max_deltas calls for.
     a.write("records", &[("k4", Some("v"), 14)]);
     wait_for("a's fourth delta", T, || deltas(&bucket, "a").len() == 3);
+    wait_for("k4 on b", T, || has(&b, "k4", 14, Some("v")));
     a.write("records", &[("k5", Some("v"), 15)]);
     wait_for("a's next full snapshot", T, || {
         fulls(&bucket, "a").len() == 2
     });
     wait_for("b repaired", T, || a.dump() == b.dump());
     assert!(has(&b, "k2", 12, Some("v")) && has(&b, "k5", 15, Some("v")));
+    wait_for("a counted as loaded", T, || {
+        ready(&log(dir.path(), "b.log"))
+    });
     let la = log(dir.path(), "a.log");
     assert!(la.contains("reason=\"max_deltas reached\""), "{la}");
 }

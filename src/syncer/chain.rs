@@ -2,9 +2,12 @@
 //! An instance's objects form chains: a full snapshot covering its LMDB up to transaction `X`,
 //! then deltas `(X, Y]`, `(Y, Z]`, ... in name (= time) order. A receiver merges the newest full
 //! snapshot it has not merged, then every delta that continues the chain it holds. A delta that
-//! does not continue it (one missing, cleaned or corrupt, or the writer restarted) is a gap: the
-//! instance's data is incomplete here until its next full snapshot, which is merged as soon as
-//! it appears. The listing order does not matter; names are sorted here.
+//! does not continue it (one missing, cleaned or corrupt) is a gap: the instance's data is
+//! incomplete here until its next full snapshot, which is merged as soon as it appears. The
+//! deltas after a gap are still worth merging meanwhile (per-key last-writer-wins makes any
+//! subset of an instance's entries a valid state), but the chain stays marked broken, so that
+//! start-up does not count the instance as loaded. The listing order does not matter; names are
+//! sorted here.
 
 use crate::snapshot::name::{Kind, SnapshotName};
 
@@ -17,6 +20,8 @@ pub struct Chain {
     pub last: Option<String>,
     /// The instance's LMDB transaction ID the merged objects cover up to.
     pub end: u64,
+    /// A delta was missing between the base and `last`.
+    pub broken: bool,
 }
 
 /// The next step for one instance.
@@ -26,7 +31,8 @@ pub enum Step {
     Load(String),
     /// Everything listed is merged.
     UpToDate,
-    /// The chain is broken before this delta; wait for a newer full snapshot.
+    /// No listed delta continues the chain: this one, the next after it, starts a broken
+    /// chain (merge it anyway; only a newer full snapshot repairs the chain).
     Gap(String),
 }
 
@@ -35,15 +41,17 @@ impl Chain {
     /// to `meta_txn_id` (for full snapshots; a delta's range comes from its name).
     pub fn applied(&self, name: &str, meta_txn_id: u64) -> Chain {
         match SnapshotName::parse_object(name).map(|(_, k)| k) {
-            Ok(Kind::Delta { to, .. }) => Chain {
+            Ok(Kind::Delta { from, to }) => Chain {
                 base: self.base.clone(),
                 last: Some(name.to_string()),
                 end: to,
+                broken: self.broken || self.base.is_none() || from != self.end,
             },
             _ => Chain {
                 base: Some(name.to_string()),
                 last: Some(name.to_string()),
                 end: meta_txn_id,
+                broken: false,
             },
         }
     }
@@ -102,20 +110,31 @@ mod tests {
         SnapshotName::delta("main", "a", T + t, from, to).object_name()
     }
 
-    /// Follows the steps from an empty state until there is nothing left, returning the
-    /// objects merged and the final step. `txn` maps a full snapshot to its Meta txn ID.
-    fn walk(names: &[String], txn: impl Fn(&str) -> u64) -> (Vec<String>, Step, Chain) {
-        let mut chain = Chain::default();
-        let mut merged = Vec::new();
+    /// Follows the steps from `chain` as the syncer does (merging past gaps) until everything
+    /// is merged; returns the objects merged, the gaps met, and the final state. `txn` maps a
+    /// full snapshot to its Meta txn ID.
+    fn walk_from(
+        names: &[String],
+        mut chain: Chain,
+        txn: impl Fn(&str) -> u64,
+    ) -> (Vec<String>, Vec<String>, Chain) {
+        let (mut merged, mut gaps) = (Vec::new(), Vec::new());
         loop {
-            match next_step(names, &chain) {
-                Step::Load(n) => {
-                    chain = chain.applied(&n, txn(&n));
-                    merged.push(n);
+            let n = match next_step(names, &chain) {
+                Step::Load(n) => n,
+                Step::Gap(n) => {
+                    gaps.push(n.clone());
+                    n
                 }
-                other => return (merged, other, chain),
-            }
+                Step::UpToDate => return (merged, gaps, chain),
+            };
+            chain = chain.applied(&n, txn(&n));
+            merged.push(n);
         }
+    }
+
+    fn walk(names: &[String], txn: impl Fn(&str) -> u64) -> (Vec<String>, Vec<String>, Chain) {
+        walk_from(names, Chain::default(), txn)
     }
 
     #[test]
@@ -124,9 +143,9 @@ mod tests {
         let (d1, d2, d3) = (delta(1, 10, 12), delta(2, 12, 13), delta(3, 13, 20));
         let old = full(-5);
         let mut names = vec![d3.clone(), old, f.clone(), d1.clone(), d2.clone()];
-        let (merged, step, chain) = walk(&names, |_| 10);
+        let (merged, gaps, chain) = walk(&names, |_| 10);
         assert_eq!(merged, [f.clone(), d1.clone(), d2.clone(), d3.clone()]);
-        assert_eq!(step, Step::UpToDate);
+        assert!(gaps.is_empty() && !chain.broken);
         assert_eq!(chain.end, 20);
         names.reverse();
         assert_eq!(walk(&names, |_| 10).0, merged);
@@ -141,56 +160,61 @@ mod tests {
         let f = full(0);
         let d1 = delta(1, 10, 12);
         let d3 = delta(3, 13, 20); // (12, 13] is missing
-        let mut names = vec![f.clone(), d1.clone(), d3.clone()];
-        let (merged, step, chain) = walk(&names, |_| 10);
-        assert_eq!(merged, [f, d1]);
-        assert_eq!(step, Step::Gap(d3));
+        let d4 = delta(4, 20, 22);
+        let mut names = vec![f.clone(), d1.clone(), d3.clone(), d4.clone()];
+        let before_gap = Chain::default().applied(&f, 10).applied(&d1, 0);
+        assert_eq!(next_step(&names, &before_gap), Step::Gap(d3.clone()));
+        // The deltas after the gap are merged too, but the chain stays broken.
+        let (merged, gaps, chain) = walk(&names, |_| 10);
+        assert_eq!(merged, [f, d1, d3.clone(), d4]);
+        assert_eq!(gaps, [d3]);
+        assert!(chain.broken);
+        assert_eq!(next_step(&names, &chain), Step::UpToDate);
         // The next full snapshot repairs it, and its deltas follow.
         let f2 = full(5);
         let d6 = delta(6, 25, 26);
         names.extend([f2.clone(), d6.clone()]);
-        assert_eq!(next_step(&names, &chain), Step::Load(f2.clone()));
-        let chain = chain.applied(&f2, 25);
-        assert_eq!(next_step(&names, &chain), Step::Load(d6));
+        let (merged, gaps, chain) = walk_from(&names, chain, |_| 25);
+        assert_eq!((merged, gaps), (vec![f2, d6], vec![]));
+        assert!(!chain.broken);
     }
 
     #[test]
     fn restarted_writer_and_txn_ids_going_backwards() {
-        // The first delta after a full snapshot must start at the full snapshot's txn ID:
-        // a writer whose LMDB was replaced by an older copy starts at a lower ID, with a full.
+        // A restarted writer, or one whose LMDB was replaced by an older copy (txn IDs lower),
+        // starts with a full snapshot; only the newest full snapshot and its chain are needed.
         let f = full(0);
         let d1 = delta(1, 50, 60);
         let f2 = full(2); // the replaced LMDB is at txn 30
         let d3 = delta(3, 30, 31);
         let names = vec![f.clone(), d1.clone(), f2.clone(), d3.clone()];
         let txn = |n: &str| if n == f { 50 } else { 30 };
-        let (merged, step, chain) = walk(&names, txn);
-        // Only the newest full snapshot and its chain are needed.
-        assert_eq!(merged, [f2, d3]);
-        assert_eq!((step, chain.end), (Step::UpToDate, 31));
-        // A delta of the old chain listed after the new full does not continue it.
-        let mut state = Chain::default().applied(&f, 50);
-        state = state.applied(&d1, 0);
-        let stale = delta(4, 60, 61);
-        let names = vec![f.clone(), d1, stale.clone()];
-        assert_eq!(next_step(&names, &state), Step::Load(stale));
-        let names = vec![f.clone(), delta(5, 70, 71)];
-        let state = Chain::default().applied(&f, 50);
-        assert!(matches!(next_step(&names, &state), Step::Gap(_)));
+        let (merged, gaps, chain) = walk(&names, txn);
+        assert_eq!(merged, [f2.clone(), d3.clone()]);
+        assert!(gaps.is_empty());
+        assert_eq!((chain.end, chain.broken), (31, false));
+        // A receiver that was at the end of the old chain moves to the new one.
+        let old = Chain::default().applied(&f, 50).applied(&d1, 0);
+        let (merged, gaps, chain) = walk_from(&names, old, txn);
+        assert_eq!((merged, gaps), (vec![f2, d3], vec![]));
+        assert_eq!(chain.end, 31);
     }
 
     #[test]
     fn only_deltas_or_nothing() {
         assert_eq!(next_step(&[], &Chain::default()), Step::UpToDate);
+        // Deltas without a full snapshot: merged, but never a complete chain.
         let d = delta(1, 1, 2);
         assert_eq!(
             next_step(std::slice::from_ref(&d), &Chain::default()),
-            Step::Gap(d)
+            Step::Gap(d.clone())
         );
+        let (_, _, chain) = walk(std::slice::from_ref(&d), |_| 0);
+        assert!(chain.broken && chain.base.is_none());
         // Unparseable names are not objects of the chain.
         let f = full(0);
         let names = vec![f.clone(), "main__a__garbage.delta.pb.gz".to_string()];
-        let (merged, step, _) = walk(&names, |_| 3);
-        assert_eq!((merged, step), (vec![f], Step::UpToDate));
+        let (merged, gaps, _) = walk(&names, |_| 3);
+        assert_eq!((merged, gaps), (vec![f], vec![]));
     }
 }

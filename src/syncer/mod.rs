@@ -256,9 +256,11 @@ impl Syncer {
     }
 
     /// Hands each instance's next object (chain.rs: its newest full snapshot not merged yet,
-    /// else the delta continuing what we merged) to the downloaders, one per instance at a time,
-    /// since what comes next depends on what was merged. Our own objects only while we still
-    /// wait for our own (start-up). Also ends the wait for instances whose chain is complete.
+    /// else the delta continuing what we merged, or the one after a gap) to the downloaders,
+    /// one per instance at a time, since what comes next depends on what was merged. Our own
+    /// objects only while we still wait for our own (start-up): then every own delta is merged,
+    /// gap or not, so that our own data comes back before we write a new full snapshot. Also
+    /// ends the wait for instances whose chain is complete.
     fn request_downloads(&mut self, jobs: &Sender<Job>) {
         let now = Instant::now();
         let own_allowed = self.waiting.contains(&self.instance);
@@ -271,25 +273,24 @@ impl Syncer {
             let next = match chain::next_step(names, &chain) {
                 chain::Step::Load(n) => n,
                 chain::Step::UpToDate => {
-                    complete.push(inst.clone());
+                    // A broken chain is complete only with the instance's next full snapshot;
+                    // we alone write our own, and without any full snapshot there is none.
+                    if !chain.broken || *inst == self.instance || chain.base.is_none() {
+                        complete.push(inst.clone());
+                    }
                     continue;
                 }
                 chain::Step::Gap(n) => {
                     if self.gaps.get(inst) != Some(&n) {
                         log::warn!(db = self.db, snapshot_instance = inst, filename = n, chain_end_txn = chain.end;
-                            "Delta chain broken (missing, cleaned or corrupt delta, or a restarted instance); waiting for the instance's next full snapshot");
+                            "Delta chain broken (missing, cleaned or corrupt delta); merging the deltas after it, complete again with the instance's next full snapshot");
                         metrics()
                             .delta_chain_gaps
                             .with_label_values(&[&self.db, inst])
                             .inc();
-                        self.gaps.insert(inst.clone(), n);
+                        self.gaps.insert(inst.clone(), n.clone());
                     }
-                    // Only we can write our own next full snapshot, and an instance without
-                    // any full snapshot has nothing to start from: do not wait for either.
-                    if *inst == self.instance || chain.base.is_none() {
-                        complete.push(inst.clone());
-                    }
-                    continue;
+                    n
                 }
             };
             if self.requested.contains_key(inst)
