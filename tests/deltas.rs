@@ -9,7 +9,10 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Daemon, Instance, count_objects, entry, key, shared_dir, wait_for};
+use common::{
+    Daemon, Instance, count_objects, entry, free_port, get, key, promtool_check, shared_dir,
+    wait_for,
+};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -72,6 +75,12 @@ fn log(dir: &Path, name: &str) -> String {
 #[test]
 fn chain_of_deltas_with_deletes_propagates_in_order() {
     let (dir, bucket, a, b) = pair(100);
+    let ports = [free_port(), free_port()];
+    for (i, port) in [&a, &b].iter().zip(ports) {
+        let mut cfg = std::fs::read_to_string(&i.config).unwrap();
+        cfg.push_str(&format!("http:\n  address: 127.0.0.1:{port}\n"));
+        std::fs::write(&i.config, cfg).unwrap();
+    }
     let big = "x".repeat(200);
     a.write_filler("records", "fill", 2000, &big, 5);
     let _da = Daemon::start(&a, "sync", &dir.path().join("a.log"));
@@ -113,6 +122,25 @@ fn chain_of_deltas_with_deletes_propagates_in_order() {
     for w in ds.windows(2) {
         assert_eq!(range(&w[0]).1, range(&w[1]).0, "{w:?}");
     }
+    // The delta metrics, in a valid exposition format.
+    let metrics = |port| get(port, "/metrics").unwrap().1;
+    let (ma, mb) = (metrics(ports[0]), metrics(ports[1]));
+    let stored = format!(
+        "lightningstream_deltas_stored_total{{lmdb=\"main\"}} {}",
+        ds.len()
+    );
+    assert!(ma.contains(&stored), "{stored}:\n{ma}");
+    let loaded = format!(
+        "lightningstream_deltas_loaded_total{{instance=\"a\",lmdb=\"main\"}} {}",
+        ds.len()
+    );
+    assert!(mb.contains(&loaded), "{loaded}:\n{mb}");
+    assert!(
+        !mb.contains("lightningstream_deltas_chain_gaps_total{"),
+        "{mb}"
+    );
+    promtool_check(&ma);
+    promtool_check(&mb);
     let lb = log(dir.path(), "b.log");
     assert!(lb.contains("kind=delta"), "{lb}");
     assert!(!lb.contains("Delta chain broken"), "{lb}");
