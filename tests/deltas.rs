@@ -60,7 +60,7 @@ fn deltas(bucket: &Path, instance: &str) -> Vec<String> {
 fn fulls(bucket: &Path, instance: &str) -> Vec<String> {
     objects(bucket, instance)
         .into_iter()
-        .filter(|n| n.ends_with("__GX.pb.gz"))
+        .filter(|n| n.ends_with(".pb.gz") && !n.ends_with(".delta.pb.gz"))
         .collect()
 }
 
@@ -150,6 +150,46 @@ fn chain_of_deltas_with_deletes_propagates_in_order() {
         "{:?}",
         deltas(&bucket, "b")
     );
+}
+
+#[test]
+fn periodic_full_snapshots_are_bridged_and_not_downloaded_again() {
+    let (dir, bucket, a, b) = pair(2);
+    a.write("records", &[("k0", Some("v"), 10)]);
+    let _da = Daemon::start(&a, "sync", &dir.path().join("a.log"));
+    let _db = Daemon::start(&b, "sync", &dir.path().join("b.log"));
+    wait_for("k0 on b", T, || has(&b, "k0", 10, Some("v")));
+    for n in 1..=4u64 {
+        a.write("records", &[(&format!("k{n}"), Some("v"), 10 + n)]);
+        wait_for("change on b", T, || {
+            has(&b, &format!("k{n}"), 10 + n, Some("v"))
+        });
+    }
+    // Start-up full, two deltas, then a bridging delta and a full snapshot of the same
+    // transaction (max_deltas), and one more delta.
+    let fs = fulls(&bucket, "a");
+    assert_eq!((fs.len(), deltas(&bucket, "a").len()), (2, 4), "{fs:?}");
+    let covered = fs[1]
+        .split("__T")
+        .nth(1)
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap();
+    assert!(
+        deltas(&bucket, "a")[2].contains(&format!("__T{covered}.")),
+        "{:?}",
+        deltas(&bucket, "a")
+    );
+    // b followed the chain, so it took the second full snapshot without downloading it.
+    let lb = log(dir.path(), "b.log");
+    let downloaded = |name: &str| {
+        lb.lines()
+            .any(|l| l.contains("\"Snapshot downloaded\"") && l.contains(name))
+    };
+    assert!(downloaded(&fs[0]) && !downloaded(&fs[1]), "{lb}");
+    assert!(lb.contains("not downloaded"), "{lb}");
+    wait_for("identical LMDBs", T, || a.dump() == b.dump());
 }
 
 #[test]

@@ -138,6 +138,23 @@ impl SnapshotName {
         n
     }
 
+    /// A full snapshot's name that also says which LMDB transaction it covers (the `T` extra
+    /// item, which Go's parser accepts and ignores), so that a receiver whose delta chain of
+    /// the instance reaches that transaction can skip downloading it.
+    pub fn full_covering(syncer: &str, instance: &str, timestamp_ns: i64, txn: u64) -> Self {
+        let mut n = SnapshotName::new(syncer, instance, timestamp_ns);
+        n.extras = vec![format!("T{txn}")];
+        n
+    }
+
+    /// The transaction a full snapshot's name says it covers, if it says so.
+    pub fn covers(&self) -> Option<u64> {
+        if self.extension != EXTENSION {
+            return None;
+        }
+        self.extra('T').and_then(digits).map(|v| v as u64)
+    }
+
     /// Go's `snapshot.ParseName`, step by step (format.md §2.2): full snapshots only.
     pub fn parse(name: &str) -> Result<SnapshotName, NameError> {
         match SnapshotName::parse_object(name)? {
@@ -331,6 +348,13 @@ mod tests {
         assert!(e.to_string().contains("unknown extension"), "{e}");
         let full = SnapshotName::new("main", "inst1", T).object_name();
         assert_eq!(SnapshotName::parse_object(&full).unwrap().1, Kind::Snapshot);
+        // A full snapshot may say which transaction it covers; Go parses such names too.
+        let covering = SnapshotName::full_covering("main", "inst1", T, 12);
+        let c = covering.object_name();
+        assert_eq!(c, "main__inst1__20220102-030405-012345678__GX__T12.pb.gz");
+        assert_eq!(SnapshotName::parse(&c).unwrap().covers(), Some(12));
+        assert_eq!(SnapshotName::parse(&full).unwrap().covers(), None);
+        assert_eq!(SnapshotName::parse_object(&s).unwrap().0.covers(), None);
         // Deltas sort with full snapshots by time.
         let later_full = SnapshotName::new("main", "inst1", T + 1).object_name();
         assert!(full < s && s < later_full);

@@ -6,8 +6,10 @@
 //! incomplete here until its next full snapshot, which is merged as soon as it appears. The
 //! deltas after a gap are still worth merging meanwhile (per-key last-writer-wins makes any
 //! subset of an instance's entries a valid state), but the chain stays marked broken, so that
-//! start-up does not count the instance as loaded. The listing order does not matter; names are
-//! sorted here.
+//! start-up does not count the instance as loaded. A full snapshot whose name says it covers
+//! exactly the transaction our unbroken chain ends at (the writer stores a bridging delta up to
+//! it first) holds nothing new for us: it is adopted as the chain's base without a download.
+//! The listing order does not matter; names are sorted here.
 
 use crate::snapshot::name::{Kind, SnapshotName};
 
@@ -29,6 +31,8 @@ pub struct Chain {
 pub enum Step {
     /// Merge this object next.
     Load(String),
+    /// Take this full snapshot as the base without merging it: the chain covers it.
+    Adopt(String),
     /// Everything listed is merged.
     UpToDate,
     /// No listed delta continues the chain: this one, the next after it, starts a broken
@@ -57,6 +61,18 @@ impl Chain {
     }
 }
 
+impl Chain {
+    /// The state after adopting the full snapshot `name` (see [`Step::Adopt`]).
+    pub fn adopted(&self, name: &str) -> Chain {
+        Chain {
+            base: Some(name.to_string()),
+            last: Some(name.to_string()),
+            end: self.end,
+            broken: false,
+        }
+    }
+}
+
 /// Decides the next object to merge from one instance's listed objects (any order).
 pub fn next_step(names: &[String], chain: &Chain) -> Step {
     let mut objects: Vec<(&String, Kind)> = names
@@ -72,6 +88,22 @@ pub fn next_step(names: &[String], chain: &Chain) -> Step {
     if let Some(full) = newest_full
         && chain.base.as_ref().is_none_or(|b| full > b)
     {
+        let covers = SnapshotName::parse(full).ok().and_then(|n| n.covers());
+        if let (Some(t), Some(last), false) = (covers, &chain.last, chain.broken) {
+            if t == chain.end {
+                return Step::Adopt(full.clone());
+            }
+            // Deltas before the full snapshot that continue our chain (the last one bridges
+            // to it) are cheaper than the full snapshot.
+            let bridge = objects.iter().find(|(n, k)| {
+                *n > last
+                    && *n < full
+                    && matches!(k, Kind::Delta { from, to } if *from == chain.end && *to <= t)
+            });
+            if let Some((n, _)) = bridge {
+                return Step::Load((*n).clone());
+            }
+        }
         return Step::Load(full.clone());
     }
     // Without any full snapshot merged, deltas have nothing to continue.
@@ -122,6 +154,10 @@ mod tests {
         loop {
             let n = match next_step(names, &chain) {
                 Step::Load(n) => n,
+                Step::Adopt(n) => {
+                    chain = chain.adopted(&n);
+                    continue;
+                }
                 Step::Gap(n) => {
                     gaps.push(n.clone());
                     n
@@ -198,6 +234,47 @@ mod tests {
         let (merged, gaps, chain) = walk_from(&names, old, txn);
         assert_eq!((merged, gaps), (vec![f2, d3], vec![]));
         assert_eq!(chain.end, 31);
+    }
+
+    #[test]
+    fn a_full_snapshot_the_chain_covers_is_adopted_not_loaded() {
+        let covering = |t: i64, txn| SnapshotName::full_covering("main", "a", T + t, txn);
+        let f = covering(0, 10).object_name();
+        let (d1, bridge) = (delta(1, 10, 12), delta(2, 12, 15));
+        let f2 = covering(3, 15).object_name();
+        let d4 = delta(4, 15, 16);
+        let names = vec![
+            f.clone(),
+            d1.clone(),
+            bridge.clone(),
+            f2.clone(),
+            d4.clone(),
+        ];
+        // A receiver that followed the chain bridges to f2 and adopts it.
+        let at_d1 = Chain::default().applied(&f, 10).applied(&d1, 0);
+        assert_eq!(next_step(&names, &at_d1), Step::Load(bridge.clone()));
+        let at_bridge = at_d1.applied(&bridge, 0);
+        assert_eq!(next_step(&names, &at_bridge), Step::Adopt(f2.clone()));
+        let adopted = at_bridge.adopted(&f2);
+        assert_eq!(
+            (adopted.end, adopted.base.as_deref()),
+            (15, Some(f2.as_str()))
+        );
+        assert_eq!(next_step(&names, &adopted), Step::Load(d4.clone()));
+        // A new receiver loads f2 directly; one whose chain is broken, or that lacks the bridge
+        // (cleaned), loads it too.
+        assert_eq!(next_step(&names, &Chain::default()), Step::Load(f2.clone()));
+        let broken = Chain {
+            broken: true,
+            ..at_bridge.clone()
+        };
+        assert_eq!(next_step(&names, &broken), Step::Load(f2.clone()));
+        let cleaned = vec![f.clone(), d1.clone(), f2.clone(), d4];
+        assert_eq!(next_step(&cleaned, &at_d1), Step::Load(f2.clone()));
+        // A full snapshot without the covered transaction (Go's, or a restart's) is loaded.
+        let plain = full(3);
+        let names = vec![f, d1, bridge, plain.clone()];
+        assert_eq!(next_step(&names, &at_bridge), Step::Load(plain));
     }
 
     #[test]

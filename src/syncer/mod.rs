@@ -149,6 +149,8 @@ struct Dumped {
     stats: send::SnapshotStats,
     name: String,
     delta: bool,
+    /// The time in its name.
+    ts: i64,
 }
 
 impl Syncer {
@@ -265,6 +267,7 @@ impl Syncer {
         let now = Instant::now();
         let own_allowed = self.waiting.contains(&self.instance);
         let mut complete = Vec::new();
+        let mut adopted = Vec::new();
         for (inst, names) in &self.listing {
             if *inst == self.instance && !own_allowed {
                 continue;
@@ -272,6 +275,10 @@ impl Syncer {
             let chain = self.chains.get(inst).cloned().unwrap_or_default();
             let next = match chain::next_step(names, &chain) {
                 chain::Step::Load(n) => n,
+                chain::Step::Adopt(n) => {
+                    adopted.push((inst.clone(), n));
+                    continue;
+                }
                 chain::Step::UpToDate => {
                     // A broken chain is complete only with the instance's next full snapshot;
                     // we alone write our own, and without any full snapshot there is none.
@@ -309,6 +316,21 @@ impl Syncer {
                 log::info!(db = self.db, other_instance = inst; "No longer waiting for instance");
             }
         }
+        if adopted.is_empty() {
+            return;
+        }
+        for (inst, name) in adopted {
+            log::info!(db = self.db, snapshot_instance = inst, filename = name;
+                "Full snapshot covered by the merged delta chain, not downloaded");
+            let chain = self.chains.get(&inst).cloned().unwrap_or_default();
+            self.chains.insert(inst.clone(), chain.adopted(&name));
+            update_board(&self.db, |b| {
+                b.merged.insert(inst.clone(), name.clone());
+            });
+            self.processed.insert(inst, name);
+        }
+        // What follows an adopted snapshot (its deltas, or the end of the wait).
+        self.request_downloads(jobs);
     }
 
     /// A snapshot that cannot be merged: never again, and the instance's previous one is next.
@@ -486,15 +508,16 @@ impl Syncer {
         Ok(Some((file, stats)))
     }
 
-    /// Dumps what the plan asks for at `txn_id`: a delta if one is due and not too large,
-    /// else a full snapshot. `None` when there is nothing to store (an empty delta).
+    /// Dumps what the plan asks for at `txn_id`, in storing order: a delta if one is due and
+    /// not too large, else a full snapshot, after a bridging delta when the plan says so.
+    /// Nothing when there is nothing to store (an empty delta).
     fn dump_planned<T: Txn>(
         &self,
         txn: &T,
         txn_id: u64,
         ts: i64,
         forced: bool,
-    ) -> anyhow::Result<Option<Dumped>> {
+    ) -> anyhow::Result<Vec<Dumped>> {
         let plan = send::plan(
             self.opts.deltas.as_ref(),
             self.stored.as_ref(),
@@ -502,39 +525,59 @@ impl Syncer {
             forced,
             Instant::now(),
         );
-        let reason = match plan {
-            send::Plan::Nothing => return Ok(None),
-            send::Plan::Delta { from } => {
-                match self.dump(txn, &self.meta(txn_id, ts, from), Some(from))? {
-                    Some((_, stats)) if stats.entries == 0 => {
-                        log::debug!(db = self.db, txnID = txn_id; "Nothing new for a delta");
-                        return Ok(None);
-                    }
-                    Some((file, stats)) => {
-                        let name = SnapshotName::delta(&self.db, &self.instance, ts, from, txn_id);
-                        return Ok(Some(Dumped {
-                            file,
-                            stats,
-                            name: name.object_name(),
-                            delta: true,
-                        }));
-                    }
-                    None => "delta too large",
-                }
-            }
-            send::Plan::Full(reason) => reason,
+        let mut out = Vec::new();
+        let (reason, bridge) = match plan {
+            send::Plan::Nothing => return Ok(out),
+            send::Plan::Delta { from } => match self.dump_delta(txn, txn_id, ts, from)? {
+                // Nothing new (a change that left no header behind): nothing to say.
+                Some(d) if d.stats.entries == 0 => return Ok(out),
+                Some(d) => return Ok(vec![d]),
+                None => ("delta too large", None),
+            },
+            send::Plan::Bridge { from, reason } => (reason, Some(from)),
+            send::Plan::Full(reason) => (reason, None),
         };
-        if self.opts.deltas.is_some() {
-            log::info!(db = self.db, reason = reason; "Writing a full snapshot");
+        // The bridging delta is stored even when empty: it says the chain reaches `txn_id`.
+        if let Some(from) = bridge
+            && let Some(d) = self.dump_delta(txn, txn_id, ts, from)?
+        {
+            out.push(d);
         }
+        let name = if self.opts.deltas.is_some() {
+            log::info!(db = self.db, reason = reason, bridged = !out.is_empty(); "Writing a full snapshot");
+            // One nanosecond after the bridging delta, so that it sorts after it.
+            SnapshotName::full_covering(&self.db, &self.instance, ts + 1, txn_id)
+        } else {
+            SnapshotName::new(&self.db, &self.instance, ts)
+        };
         let (file, stats) = self
-            .dump(txn, &self.meta(txn_id, ts, 0), None)?
+            .dump(txn, &self.meta(txn_id, name.timestamp_ns, 0), None)?
             .context("a full snapshot has no size limit")?;
-        Ok(Some(Dumped {
+        out.push(Dumped {
             file,
             stats,
-            name: SnapshotName::new(&self.db, &self.instance, ts).object_name(),
+            name: name.object_name(),
             delta: false,
+            ts: name.timestamp_ns,
+        });
+        Ok(out)
+    }
+
+    /// A delta of the entries written after `from` (`None` if too large).
+    fn dump_delta<T: Txn>(
+        &self,
+        txn: &T,
+        txn_id: u64,
+        ts: i64,
+        from: u64,
+    ) -> anyhow::Result<Option<Dumped>> {
+        let dumped = self.dump(txn, &self.meta(txn_id, ts, from), Some(from))?;
+        Ok(dumped.map(|(file, stats)| Dumped {
+            file,
+            stats,
+            name: SnapshotName::delta(&self.db, &self.instance, ts, from, txn_id).object_name(),
+            delta: true,
+            ts,
         }))
     }
 
@@ -543,7 +586,7 @@ impl Syncer {
     /// local changes into the shadows, in a write transaction.
     fn send_once(&mut self, forced: bool) -> anyhow::Result<u64> {
         let t0 = Instant::now();
-        let (txn_id, ts, dumped, time_acquire, time_copy_shadow) = if self.load_opts.native {
+        let (txn_id, _ts, dumped, time_acquire, time_copy_shadow) = if self.load_opts.native {
             let txn = retry_lmdb("Starting a read transaction", || self.env.begin_ro())
                 .context("starting read transaction")?;
             let ts = now_ns();
@@ -587,16 +630,30 @@ impl Syncer {
             log::info!(db = self.db, txnID = txn_id; "Snapshot store skipped, because running in receive-only mode");
             return Ok(txn_id);
         };
-        let Some(Dumped {
+        let time_dump = t0.elapsed() - time_acquire - time_copy_shadow;
+        for d in dumped {
+            self.store_dumped(d, txn_id, t0, [time_acquire, time_copy_shadow, time_dump])?;
+        }
+        Ok(txn_id)
+    }
+
+    /// Stores one dumped object of the read at `txn_id` and records it; `times` are the
+    /// acquire, shadow copy and dump durations of that read.
+    fn store_dumped(
+        &mut self,
+        d: Dumped,
+        txn_id: u64,
+        t0: Instant,
+        times: [Duration; 3],
+    ) -> anyhow::Result<()> {
+        let Dumped {
             mut file,
             stats,
             name,
             delta,
-        }) = dumped
-        else {
-            return Ok(txn_id);
-        };
-        let time_dump = t0.elapsed() - time_acquire - time_copy_shadow;
+            ts,
+        } = d;
+        let [time_acquire, time_copy_shadow, time_dump] = times;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let m = metrics();
         m.snapshots_generated.with_label_values(&[&self.db]).inc();
@@ -647,7 +704,7 @@ impl Syncer {
             uncompressed_size = stats.uncompressed_size, snapshot_size = size,
             compression_ratio = format!("1:{ratio:.2}"), entries = stats.entries,
             snapshot_kind = kind; "Stored snapshot");
-        Ok(txn_id)
+        Ok(())
     }
 
     fn store_with_retries(&self, name: &str, file: &mut std::fs::File) -> anyhow::Result<()> {

@@ -75,15 +75,22 @@ pub enum Plan {
     Delta {
         from: u64,
     },
+    /// A delta up to the read transaction, then a full snapshot of the same transaction: a
+    /// receiver whose chain reaches the delta has everything the full snapshot holds and need
+    /// not download it.
+    Bridge {
+        from: u64,
+        reason: &'static str,
+    },
     /// Nothing new since our last object: nothing to store.
     Nothing,
 }
 
 /// Decides between a full snapshot and a delta for a store reading the LMDB at `txn_id`.
 /// Full snapshots: with deltas off, for the first store of a process (new and lagging readers
-/// start from it), when forced, when the interval or the delta count is reached, and when the
-/// LMDB's transaction IDs went backwards (it was replaced by an older copy: the headers' IDs
-/// no longer say what is new).
+/// start from it), when forced, when the interval or the delta count is reached (bridged, see
+/// [`Plan::Bridge`]), and when the LMDB's transaction IDs went backwards (it was replaced by an
+/// older copy: the headers' IDs no longer say what is new).
 pub fn plan(
     settings: Option<&DeltaSettings>,
     stored: Option<&Stored>,
@@ -98,16 +105,25 @@ pub fn plan(
             "deltas disabled"
         });
     };
+    let bridge = |reason| Plan::Bridge {
+        from: stored.txn_id,
+        reason,
+    };
     if txn_id < stored.txn_id {
         Plan::Full("LMDB transaction IDs went backwards")
-    } else if forced {
-        Plan::Full("forced")
     } else if txn_id == stored.txn_id {
-        Plan::Nothing
+        // Nothing to bridge: the full snapshot covers what the chain ends at.
+        if forced {
+            Plan::Full("forced")
+        } else {
+            Plan::Nothing
+        }
+    } else if forced {
+        bridge("forced")
     } else if stored.deltas >= settings.max_deltas {
-        Plan::Full("max_deltas reached")
+        bridge("max_deltas reached")
     } else if now.saturating_duration_since(stored.full_at) >= settings.full_interval {
-        Plan::Full("full_snapshot_interval reached")
+        bridge("full_snapshot_interval reached")
     } else {
         Plan::Delta {
             from: stored.txn_id,
@@ -353,33 +369,36 @@ mod tests {
             full_at: t0,
             deltas: 0,
         };
-        let at = |secs| t0 + Duration::from_secs(secs);
+        let many = Stored { deltas: 3, ..st };
+        let bridge = |reason| Plan::Bridge { from: 10, reason };
         assert_eq!(
             plan(None, Some(&st), 12, false, t0),
             Plan::Full("deltas disabled")
         );
         assert!(matches!(plan(Some(&s), None, 12, false, t0), Plan::Full(_)));
-        assert_eq!(
-            plan(Some(&s), Some(&st), 12, false, at(1)),
-            Plan::Delta { from: 10 }
-        );
-        assert_eq!(plan(Some(&s), Some(&st), 10, false, at(1)), Plan::Nothing);
-        assert!(matches!(
-            plan(Some(&s), Some(&st), 10, true, at(1)),
-            Plan::Full(_)
-        ));
-        assert_eq!(
-            plan(Some(&s), Some(&st), 9, false, at(1)),
-            Plan::Full("LMDB transaction IDs went backwards")
-        );
-        assert_eq!(
-            plan(Some(&s), Some(&st), 12, false, at(600)),
-            Plan::Full("full_snapshot_interval reached")
-        );
-        let many = Stored { deltas: 3, ..st };
-        assert_eq!(
-            plan(Some(&s), Some(&many), 12, false, at(1)),
-            Plan::Full("max_deltas reached")
-        );
+        // (what was stored, read txn, forced, seconds since the last full, plan)
+        let cases = [
+            (st, 12, false, 1, Plan::Delta { from: 10 }),
+            (st, 10, false, 1, Plan::Nothing),
+            (st, 10, true, 1, Plan::Full("forced")),
+            (st, 12, true, 1, bridge("forced")),
+            (
+                st,
+                9,
+                false,
+                1,
+                Plan::Full("LMDB transaction IDs went backwards"),
+            ),
+            (st, 12, false, 600, bridge("full_snapshot_interval reached")),
+            (many, 12, false, 1, bridge("max_deltas reached")),
+        ];
+        for (stored, txn, forced, secs, want) in cases {
+            let now = t0 + Duration::from_secs(secs);
+            assert_eq!(
+                plan(Some(&s), Some(&stored), txn, forced, now),
+                want,
+                "{stored:?} {txn} {forced} {secs}"
+            );
+        }
     }
 }
