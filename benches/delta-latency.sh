@@ -9,6 +9,8 @@
 # b's to merge one. With ALTERNATE=1 the changes alternate between a and b (each checked on
 # the other), bytes count both instances' objects, and the mean number of entries per delta
 # shows the echo: a delta also carries the entries its instance merged since its last object.
+# MAX_DELTAS (default 1000) sets deltas.max_deltas, to include periodic (bridged) full snapshots;
+# b_download_per_change is what b merged from a, per change (adopted full snapshots cost nothing).
 # With STORAGE=s3 the bucket is on the S3 test server (examples/s3_test_server.rs, s3s-fs on
 # loopback, signatures checked) instead of a directory.
 #
@@ -72,7 +74,7 @@ log: {level: info, format: logfmt, timestamp: disable}
 lmdb_poll_interval: 1s
 storage_poll_interval: 1s
 lmdb_log_stats_interval: 0s
-deltas: {enabled: $deltas, full_snapshot_interval: 10m, max_deltas: 1000}
+deltas: {enabled: $deltas, full_snapshot_interval: 10m, max_deltas: ${MAX_DELTAS:-1000}}
 YAML
     done
     echo "== deltas $mode: starting a and b on $((DOMAINS * 7)) keys"
@@ -126,7 +128,12 @@ def a_objects():
 
 envs = [lmdb.open(f"{run}/{i}.lmdb", subdir=False, max_dbs=16, map_size=16 << 30) for i in "ab"]
 dbis = [e.open_db(b"records_v5") for e in envs]
-bytes0, objects0 = a_bytes(), a_objects()
+def b_loaded():
+    return sum(int(m.group(1)) for line in log("b").splitlines()
+               if '"Loaded remote update"' in line and "snapshot_instance=a" in line
+               for m in [re.search(r"\bcompressed_size_bytes=(\d+)", line)] if m)
+
+bytes0, objects0, loaded0 = a_bytes(), a_objects(), b_loaded()
 lat = []
 for n in range(changes):
     key = b"bench-change-%06d" % n
@@ -147,6 +154,7 @@ for n in range(changes):
     time.sleep(random.uniform(0.2, 1.2))
 time.sleep(1.5)  # the last store may still be writing
 per_change = (a_bytes() - bytes0) / changes
+download_per_change = (b_loaded() - loaded0) / changes
 objects = a_objects() - objects0
 
 def durations(text, msg, key, kind):
@@ -169,6 +177,7 @@ q = lambda p: lat[min(len(lat) - 1, int(round(p * (len(lat) - 1))))]
 med = lambda v: f"{statistics.median(v[-changes:]):.3f}" if v else "-"
 print(f"deltas={mode} changes={changes} p50_s={q(0.5):.3f} p99_s={q(0.99):.3f} max_s={lat[-1]:.3f} "
       f"objects_stored_by_a={objects} bytes_per_change={per_change:.0f} "
+      f"b_download_per_change={download_per_change:.0f} "
       f"a_store_median_s={med(store)} b_merge_median_s={med(load)} "
       f"entries_per_delta={statistics.mean(entries) if entries else 0:.2f}")
 EOF
