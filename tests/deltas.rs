@@ -1,8 +1,10 @@
 //! Deltas between real daemons sharing a directory bucket: chains merged in order (deletes
-//! included), a missing delta detected and repaired by the next full snapshot, the writer
+//! included, metrics checked), periodic full snapshots bridged and not downloaded again, a
+//! missing or corrupt delta detected and repaired by the next full snapshot, the writer
 //! restarted (also on an older copy of its LMDB), a bucket shared with Go-written snapshots and
-//! a cleaner, three instances converging. The pure parts (names, chain planning, the full or
-//! delta decision, the cleaner plan) have unit tests in the library.
+//! a cleaner, shadow mode, three instances converging. The pure parts (names, chain planning,
+//! the full or delta decision, the delta writer, the cleaner plan) have unit tests in the
+//! library.
 
 mod common;
 
@@ -233,6 +235,30 @@ fn missing_delta_falls_back_to_the_next_full_snapshot() {
     });
     let la = log(dir.path(), "a.log");
     assert!(la.contains("reason=\"max_deltas reached\""), "{la}");
+}
+
+#[test]
+fn corrupt_delta_is_reported_and_skipped() {
+    let (dir, bucket, a, b) = pair(100);
+    a.write("records", &[("k0", Some("v"), 10)]);
+    let _da = Daemon::start(&a, "sync", &dir.path().join("a.log"));
+    wait_for("a's first snapshot", T, || fulls(&bucket, "a").len() == 1);
+    for n in 1..=2u64 {
+        a.write("records", &[(&format!("k{n}"), Some("v"), 10 + n)]);
+        wait_for("a's delta", T, || deltas(&bucket, "a").len() == n as usize);
+    }
+    let bad = deltas(&bucket, "a")[0].clone();
+    std::fs::write(bucket.join(&bad), b"\x1f\x8b not really gzip").unwrap();
+    let _db = Daemon::start(&b, "sync", &dir.path().join("b.log"));
+    wait_for("the delta after it on b", T, || {
+        has(&b, "k2", 12, Some("v"))
+    });
+    assert!(!b.dump().contains_key(&key("records", "k1")));
+    let lb = log(dir.path(), "b.log");
+    let reported = lb
+        .lines()
+        .any(|l| l.contains("marked as corrupt") && l.contains(&bad));
+    assert!(reported && lb.contains("Delta chain broken"), "{lb}");
 }
 
 #[test]
