@@ -66,6 +66,19 @@ fn fulls(bucket: &Path, instance: &str) -> Vec<String> {
         .collect()
 }
 
+/// Starts instance a's daemon on k0, then writes k1..=kN (timestamps 11..), waiting for the
+/// delta of each.
+fn start_with_deltas(a: &Instance, dir: &Path, bucket: &Path, n: u64) -> Daemon {
+    a.write("records", &[("k0", Some("v"), 10)]);
+    let d = Daemon::start(a, "sync", &dir.join("a.log"));
+    wait_for("a's first snapshot", T, || fulls(bucket, "a").len() == 1);
+    for i in 1..=n {
+        a.write("records", &[(&format!("k{i}"), Some("v"), 10 + i)]);
+        wait_for("a's delta", T, || deltas(bucket, "a").len() == i as usize);
+    }
+    d
+}
+
 fn has(i: &Instance, k: &str, ts: u64, v: Option<&str>) -> bool {
     i.dump().get(&key("records", k)) == Some(&entry(ts, v))
 }
@@ -197,13 +210,7 @@ fn periodic_full_snapshots_are_bridged_and_not_downloaded_again() {
 #[test]
 fn missing_delta_falls_back_to_the_next_full_snapshot() {
     let (dir, bucket, a, b) = pair(4);
-    a.write("records", &[("k0", Some("v"), 10)]);
-    let _da = Daemon::start(&a, "sync", &dir.path().join("a.log"));
-    wait_for("a's first snapshot", T, || fulls(&bucket, "a").len() == 1);
-    for n in 1..=3u64 {
-        a.write("records", &[(&format!("k{n}"), Some("v"), 10 + n)]);
-        wait_for("a's delta", T, || deltas(&bucket, "a").len() == n as usize);
-    }
+    let _da = start_with_deltas(&a, dir.path(), &bucket, 3);
     // The middle delta disappears before b ever sees it.
     let lost = deltas(&bucket, "a")[1].clone();
     std::fs::remove_file(bucket.join(&lost)).unwrap();
@@ -240,13 +247,7 @@ fn missing_delta_falls_back_to_the_next_full_snapshot() {
 #[test]
 fn corrupt_delta_is_reported_and_skipped() {
     let (dir, bucket, a, b) = pair(100);
-    a.write("records", &[("k0", Some("v"), 10)]);
-    let _da = Daemon::start(&a, "sync", &dir.path().join("a.log"));
-    wait_for("a's first snapshot", T, || fulls(&bucket, "a").len() == 1);
-    for n in 1..=2u64 {
-        a.write("records", &[(&format!("k{n}"), Some("v"), 10 + n)]);
-        wait_for("a's delta", T, || deltas(&bucket, "a").len() == n as usize);
-    }
+    let _da = start_with_deltas(&a, dir.path(), &bucket, 2);
     let bad = deltas(&bucket, "a")[0].clone();
     std::fs::write(bucket.join(&bad), b"\x1f\x8b not really gzip").unwrap();
     let _db = Daemon::start(&b, "sync", &dir.path().join("b.log"));
