@@ -57,6 +57,10 @@ pub struct Metrics {
     pub s3_call_errors_by_type: IntCounterVec,
     // Ours, not upstream's: the /healthz checks as a metric, for alerting without a prober.
     pub health_check_status: IntGaugeVec,
+    // Ours: deltas (stored, merged, and chains found broken).
+    pub deltas_stored: IntCounterVec,
+    pub deltas_loaded: IntCounterVec,
+    pub delta_chain_gaps: IntCounterVec,
 }
 
 /// Buckets of `lightningstream_receiver_snapshots_last_received_age_seconds`.
@@ -276,6 +280,21 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "lightningstream_health_check_status",
             "Result of each /healthz check: 0 ok, 1 warning, 2 failing",
             &["check"],
+        ),
+        deltas_stored: counter_vec(
+            "lightningstream_deltas_stored_total",
+            "Number of delta objects stored (ours; also counted as generated snapshots)",
+            lmdb,
+        ),
+        deltas_loaded: counter_vec(
+            "lightningstream_deltas_loaded_total",
+            "Number of delta objects of other instances merged",
+            &["lmdb", "instance"],
+        ),
+        delta_chain_gaps: counter_vec(
+            "lightningstream_deltas_chain_gaps_total",
+            "Number of broken delta chains found (the instance's next full snapshot is awaited)",
+            &["lmdb", "instance"],
         ),
     }
 });

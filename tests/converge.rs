@@ -248,13 +248,7 @@ fn merge_follows_a_map_grown_by_another_process() {
         .unwrap();
     assert!(st.success());
     // Then a sends more than 1 MiB.
-    let big = "v".repeat(1000);
-    let keys: Vec<String> = (0..3000).map(|i| format!("k{i:05}")).collect();
-    let entries: Vec<(&str, Option<&str>, u64)> = keys
-        .iter()
-        .map(|k| (k.as_str(), Some(big.as_str()), 10))
-        .collect();
-    a.write("records", &entries);
+    a.write_filler("records", "k", 3000, &"v".repeat(1000), 10);
     a.sync_once();
     wait_for("a's 3 MB on b", Duration::from_secs(30), || {
         b.dump().contains_key(&key("records", "k02999"))

@@ -7,34 +7,12 @@ mod common;
 #[path = "common/s3server.rs"]
 mod s3server;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Daemon, Instance, wait_for};
-
-/// A free loopback port (released again; the daemon binds it a moment later).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// GET `path`; the status code and body, or `None` while nothing listens.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut c = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    c.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
-    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n").ok()?;
-    let mut raw = Vec::new();
-    c.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let code = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((code, body.to_string()))
-}
+use common::{Daemon, Instance, free_port, get, promtool_check, wait_for};
 
 fn append_config(i: &Instance, extra: &str) {
     let mut f = std::fs::OpenOptions::new()
@@ -42,31 +20,6 @@ fn append_config(i: &Instance, extra: &str) {
         .open(&i.config)
         .unwrap();
     f.write_all(extra.as_bytes()).unwrap();
-}
-
-/// Prometheus's `promtool`: from `LS_PROMTOOL`, the test cache, or PATH. Required when
-/// `LS_REQUIRE_PROMTOOL` is set (the test runner installs it).
-fn promtool() -> Option<std::path::PathBuf> {
-    let candidates = [
-        std::env::var_os("LS_PROMTOOL").map(Into::into),
-        Some("/var/cache/lightningstream-tests/bin/promtool".into()),
-        Some("promtool".into()),
-    ];
-    for c in candidates.into_iter().flatten() {
-        let c: std::path::PathBuf = c;
-        if std::process::Command::new(&c)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return Some(c);
-        }
-    }
-    assert!(
-        std::env::var_os("LS_REQUIRE_PROMTOOL").is_none(),
-        "promtool is required (LS_REQUIRE_PROMTOOL) but was not found"
-    );
-    None
 }
 
 fn s3_storage(server: &s3server::S3Server, extra: &str) -> String {
@@ -148,40 +101,7 @@ fn metrics_healthz_and_status_page_through_an_s3_outage() {
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}:\n{metrics}");
     }
-    if let Some(promtool) = promtool() {
-        let mut child = std::process::Command::new(promtool)
-            .args(["check", "metrics"])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(metrics.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        // promtool exits 1 when it cannot parse the text and 3 for naming advice. Upstream's
-        // names draw advice of their own (a gauge named `..._count`), which we must keep; any
-        // other finding fails.
-        let report = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let known = ["lightningstream_receiver_snapshots_in_storage_count non-histogram"];
-        let unexpected: Vec<&str> = report
-            .lines()
-            .filter(|l| !l.trim().is_empty() && !known.iter().any(|k| l.starts_with(k)))
-            .collect();
-        assert!(
-            matches!(out.status.code(), Some(0 | 3)) && unexpected.is_empty(),
-            "promtool check metrics: {:?}\n{report}",
-            out.status
-        );
-    }
+    promtool_check(&metrics);
 
     // The page a person reads.
     let (code, page) = get(port, "/").unwrap();

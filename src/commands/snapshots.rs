@@ -44,9 +44,9 @@ pub fn run(cfg: &Config, cmd: &SnapshotsCommand) -> anyhow::Result<()> {
 fn list(storage: &dyn Storage, c: &ListCmd) -> anyhow::Result<()> {
     let mut objects = storage.list(&c.prefix)?;
     if c.time {
-        // Unparseable names first (by name), then snapshots by their time.
-        objects.sort_by_key(|o| match SnapshotName::parse(&o.name) {
-            Ok(n) => (1, n.timestamp_ns, o.name.clone()),
+        // Unparseable names first (by name), then snapshots and our deltas by their time.
+        objects.sort_by_key(|o| match SnapshotName::parse_object(&o.name) {
+            Ok((n, _)) => (1, n.timestamp_ns, o.name.clone()),
             Err(_) => (0, 0, o.name.clone()),
         });
     }
@@ -82,7 +82,7 @@ fn put(storage: &dyn Storage, c: &PutCmd) -> anyhow::Result<()> {
             .map(|n| n.to_string_lossy().into_owned())
             .with_context(|| format!("{:?} has no file name", c.file))?,
     };
-    if let Err(e) = SnapshotName::parse(&name) {
+    if let Err(e) = SnapshotName::parse_object(&name) {
         if !c.force {
             bail!(
                 "invalid snapshot name (use -n to specify a different one, or --force to skip this check): {e}"

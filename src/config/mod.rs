@@ -160,6 +160,14 @@ pub struct Config {
     /// Ours: the pause between two write transactions of one merge.
     #[serde(default = "d_2ms")]
     pub merge_release_duration: GoDuration,
+    /// Ours: delta objects between full snapshots. Left out of the printed config while off,
+    /// so that a config without it prints as before.
+    #[serde(
+        default = "defaults",
+        deserialize_with = "null_is_zero",
+        skip_serializing_if = "DeltaConfig::is_off"
+    )]
+    pub deltas: DeltaConfig,
     /// Where the config came from, to locate errors found later (backend options).
     #[serde(skip)]
     pub source: ConfigSource,
@@ -306,6 +314,27 @@ fn ser_redacted<S: serde::Serializer>(m: &serde_norway::Mapping, s: S) -> Result
         }
     }
     out.serialize(s)
+}
+
+/// `deltas:` (ours). Off by default: Go instances see only full snapshots, so a fleet that
+/// mixes them keeps its old propagation delay only while this stays off.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeltaConfig {
+    #[serde(default, deserialize_with = "de_bool")]
+    pub enabled: bool,
+    /// A full snapshot at least this often (when anything changed).
+    #[serde(default = "d_10m")]
+    pub full_snapshot_interval: GoDuration,
+    /// A full snapshot after this many deltas.
+    #[serde(default = "hundred", deserialize_with = "de_i64")]
+    pub max_deltas: i64,
+}
+
+impl DeltaConfig {
+    fn is_off(&self) -> bool {
+        !self.enabled
+    }
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -721,6 +750,20 @@ impl Config {
         ] {
             if v.0 < 0 {
                 return Err(src.error(k, format!("{k}: must not be negative")));
+            }
+        }
+        if self.deltas.enabled {
+            if self.deltas.full_snapshot_interval < GoDuration::from_secs(1) {
+                return Err(src.error(
+                    "deltas.full_snapshot_interval",
+                    "deltas.full_snapshot_interval: too short interval (minimum 1s)",
+                ));
+            }
+            if self.deltas.max_deltas < 1 {
+                return Err(src.error(
+                    "deltas.max_deltas",
+                    "deltas.max_deltas: positive number required",
+                ));
             }
         }
         let f = self.storage_force_snapshot_interval;

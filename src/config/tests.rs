@@ -376,3 +376,33 @@ fn merge_lock_keys_of_ours() {
         "{e}"
     );
 }
+
+#[test]
+fn delta_keys_of_ours() {
+    let c = parse(MINIMAL).unwrap();
+    assert!(!c.deltas.enabled);
+    assert_eq!(c.deltas.full_snapshot_interval.to_string(), "10m0s");
+    assert_eq!(c.deltas.max_deltas, 100);
+    // Off: the printed config is what it was before deltas existed.
+    assert!(!c.effective_yaml().contains("deltas"));
+    let c = parse(&format!(
+        "{MINIMAL}deltas:\n  enabled: yes\n  full_snapshot_interval: 2m\n  max_deltas: 5\n"
+    ))
+    .unwrap();
+    assert!(c.deltas.enabled);
+    assert_eq!(c.deltas.full_snapshot_interval.to_string(), "2m0s");
+    assert_eq!(c.deltas.max_deltas, 5);
+    assert!(c.effective_yaml().contains("max_deltas: 5"));
+    for (bad, want) in [
+        ("deltas:\n  enabled: true\n  max_deltas: 0\n", "max_deltas"),
+        (
+            "deltas:\n  enabled: true\n  full_snapshot_interval: 10ms\n",
+            "full_snapshot_interval",
+        ),
+        ("deltas:\n  enable: true\n", "enable"),
+        ("deltas:\n  max_deltas: many\n", "max_deltas"),
+    ] {
+        let e = err(&format!("{MINIMAL}{bad}"));
+        assert!(e.contains(want), "{bad}: {e}");
+    }
+}

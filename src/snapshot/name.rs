@@ -1,7 +1,9 @@
 //! Snapshot object names, `<db>__<instance>__<YYYYMMDD-hhmmss-nnnnnnnnn>__GX.pb.gz`, built and
 //! parsed exactly as the Go version does (spec/format.md §2): the receiver, the cleaner and
 //! `snapshots list -t` of both implementations must agree on which names are snapshots, whose
-//! they are and how they sort.
+//! they are and how they sort. Our delta objects (`...__GX__F<from>__T<to>.delta.pb.gz`) have an
+//! extension Go does not register, so its parser, like [`SnapshotName::parse`], rejects them and
+//! Go's receiver and cleaner leave them alone; [`SnapshotName::parse_object`] accepts both kinds.
 
 use jiff::Timestamp;
 use jiff::civil::DateTime;
@@ -10,6 +12,16 @@ use sha2::{Digest, Sha256};
 
 pub const GENERATION: &str = "GX";
 pub const EXTENSION: &str = "pb.gz";
+/// Everything after the first dot is the extension for Go, which knows only [`EXTENSION`].
+pub const DELTA_EXTENSION: &str = "delta.pb.gz";
+
+/// What an object holds: a full snapshot, or the entries written in LMDB transactions
+/// `from` (exclusive) to `to` (inclusive) of its instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Snapshot,
+    Delta { from: u64, to: u64 },
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotName {
@@ -117,8 +129,46 @@ impl SnapshotName {
         }
     }
 
-    /// Go's `snapshot.ParseName`, step by step (format.md §2.2).
+    /// A delta object's name: the `F` and `T` extra items carry the transaction range, so
+    /// receivers and the cleaner can see chains from a listing alone.
+    pub fn delta(syncer: &str, instance: &str, timestamp_ns: i64, from: u64, to: u64) -> Self {
+        let mut n = SnapshotName::new(syncer, instance, timestamp_ns);
+        n.extras = vec![format!("F{from}"), format!("T{to}")];
+        n.extension = DELTA_EXTENSION.to_string();
+        n
+    }
+
+    /// A full snapshot's name that also says which LMDB transaction it covers (the `T` extra
+    /// item, which Go's parser accepts and ignores), so that a receiver whose delta chain of
+    /// the instance reaches that transaction can skip downloading it.
+    pub fn full_covering(syncer: &str, instance: &str, timestamp_ns: i64, txn: u64) -> Self {
+        let mut n = SnapshotName::new(syncer, instance, timestamp_ns);
+        n.extras = vec![format!("T{txn}")];
+        n
+    }
+
+    /// The transaction a full snapshot's name says it covers, if it says so.
+    pub fn covers(&self) -> Option<u64> {
+        if self.extension != EXTENSION {
+            return None;
+        }
+        self.extra('T').and_then(digits).map(|v| v as u64)
+    }
+
+    /// Go's `snapshot.ParseName`, step by step (format.md §2.2): full snapshots only.
     pub fn parse(name: &str) -> Result<SnapshotName, NameError> {
+        match SnapshotName::parse_object(name)? {
+            (n, Kind::Snapshot) => Ok(n),
+            (_, Kind::Delta { .. }) => Err(NameError {
+                name: name.to_string(),
+                reason: format!("unknown extension {DELTA_EXTENSION:?}"),
+            }),
+        }
+    }
+
+    /// Parses a full snapshot's name as Go does, or one of our delta names, which must carry
+    /// numeric `F` and `T` items with `from < to`.
+    pub fn parse_object(name: &str) -> Result<(SnapshotName, Kind), NameError> {
         let err = |reason: String| NameError {
             name: name.to_string(),
             reason,
@@ -126,7 +176,7 @@ impl SnapshotName {
         let (base, ext) = name
             .split_once('.')
             .ok_or_else(|| err("no extension".into()))?;
-        if ext != EXTENSION {
+        if ext != EXTENSION && ext != DELTA_EXTENSION {
             return Err(err(format!("unknown extension {ext:?}")));
         }
         let parts: Vec<&str> = base.split("__").collect();
@@ -134,7 +184,7 @@ impl SnapshotName {
             return Err(err(format!("{} parts instead of at least 4", parts.len())));
         }
         let timestamp_ns = parse_timestamp(parts[2]).map_err(err)?;
-        Ok(SnapshotName {
+        let n = SnapshotName {
             syncer: parts[0].to_string(),
             instance: parts[1].to_string(),
             timestamp_ns,
@@ -142,7 +192,21 @@ impl SnapshotName {
             generation: parts[3].to_string(),
             extras: parts[4..].iter().map(|s| s.to_string()).collect(),
             extension: ext.to_string(),
-        })
+        };
+        if ext == EXTENSION {
+            return Ok((n, Kind::Snapshot));
+        }
+        let txn = |kind: char| {
+            n.extra(kind)
+                .and_then(digits)
+                .map(|v| v as u64)
+                .ok_or_else(|| err(format!("delta without a numeric {kind} item")))
+        };
+        let (from, to) = (txn('F')?, txn('T')?);
+        if from >= to {
+            return Err(err(format!("delta range {from}..{to} is empty")));
+        }
+        Ok((n, Kind::Delta { from, to }))
     }
 
     pub fn object_name(&self) -> String {
@@ -265,6 +329,45 @@ mod tests {
         let b = SnapshotName::new("main", "x", T + 1).object_name();
         let c = SnapshotName::new("main", "x", T + 1_000_000_000).object_name();
         assert!(a < b && b < c);
+    }
+
+    #[test]
+    fn deltas() {
+        let n = SnapshotName::delta("main", "inst1", T, 7, 12);
+        let s = n.object_name();
+        assert_eq!(
+            s,
+            "main__inst1__20220102-030405-012345678__GX__F7__T12.delta.pb.gz"
+        );
+        assert_eq!(
+            SnapshotName::parse_object(&s).unwrap(),
+            (n, Kind::Delta { from: 7, to: 12 })
+        );
+        // Go's parser (and ours for full snapshots) sees an unknown extension.
+        let e = SnapshotName::parse(&s).unwrap_err();
+        assert!(e.to_string().contains("unknown extension"), "{e}");
+        let full = SnapshotName::new("main", "inst1", T).object_name();
+        assert_eq!(SnapshotName::parse_object(&full).unwrap().1, Kind::Snapshot);
+        // A full snapshot may say which transaction it covers; Go parses such names too.
+        let covering = SnapshotName::full_covering("main", "inst1", T, 12);
+        let c = covering.object_name();
+        assert_eq!(c, "main__inst1__20220102-030405-012345678__GX__T12.pb.gz");
+        assert_eq!(SnapshotName::parse(&c).unwrap().covers(), Some(12));
+        assert_eq!(SnapshotName::parse(&full).unwrap().covers(), None);
+        assert_eq!(SnapshotName::parse_object(&s).unwrap().0.covers(), None);
+        // Deltas sort with full snapshots by time.
+        let later_full = SnapshotName::new("main", "inst1", T + 1).object_name();
+        assert!(full < s && s < later_full);
+        for bad in [
+            "main__i__20220102-030405-012345678__GX.delta.pb.gz",
+            "main__i__20220102-030405-012345678__GX__F7.delta.pb.gz",
+            "main__i__20220102-030405-012345678__GX__F7__Tx.delta.pb.gz",
+            "main__i__20220102-030405-012345678__GX__F7__T7.delta.pb.gz",
+            "main__i__20220102-030405-012345678__GX__F-1__T7.delta.pb.gz",
+            "main__i__20220102-030405-012345678__GX__F1__T2.delta.gz",
+        ] {
+            assert!(SnapshotName::parse_object(bad).is_err(), "{bad} accepted");
+        }
     }
 
     #[test]

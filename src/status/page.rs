@@ -27,8 +27,8 @@ fn esc(s: &str) -> String {
 
 /// The snapshot time of an object name, as RFC 3339, or `-`.
 fn snapshot_time(name: &str) -> String {
-    SnapshotName::parse(name)
-        .map(|n| crate::display::rfc3339_nano(n.timestamp_ns))
+    SnapshotName::parse_object(name)
+        .map(|(n, _)| crate::display::rfc3339_nano(n.timestamp_ns))
         .unwrap_or_else(|_| "-".to_string())
 }
 

@@ -5,7 +5,10 @@
 //! so that both can clean one bucket: a snapshot is kept while first seen less than
 //! `must_keep_interval` ago (by this process; object times can lag behind their appearance), each
 //! instance keeps its newest snapshot, and an instance's last snapshot goes only when older than
-//! `remove_old_instances_interval` and already merged into a snapshot we stored since.
+//! `remove_old_instances_interval` and already merged into a snapshot we stored since. Our
+//! deltas (which Go's cleaner cannot parse, so never touches) go once older than their
+//! instance's newest full snapshot and first seen more than `must_keep_interval` ago; they
+//! never count as an instance's snapshot, so full snapshots are cleaned exactly as before.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::AtomicBool;
@@ -13,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::metrics::metrics;
-use crate::snapshot::name::SnapshotName;
+use crate::snapshot::name::{Kind, SnapshotName};
 use crate::storage::Storage;
 
 use super::receiver::sleep_unless_stopped;
@@ -23,6 +26,8 @@ use super::receiver::sleep_unless_stopped;
 pub enum Reason {
     NewerSnapshot,
     StaleInstance,
+    /// A delta older than its instance's newest full snapshot.
+    SupersededDelta,
 }
 
 impl Reason {
@@ -30,6 +35,7 @@ impl Reason {
         match self {
             Reason::NewerSnapshot => "newer snapshot",
             Reason::StaleInstance => "stale instance",
+            Reason::SupersededDelta => "superseded delta",
         }
     }
 }
@@ -72,15 +78,37 @@ impl Cleaner {
     /// Decides what to delete from `names` (a listing of `<db>__*`) at `now`, whose wall-clock
     /// time is `now_ns`.
     pub fn plan(&mut self, names: &[String], now: Instant, now_ns: i64) -> Plan {
-        let mut snaps: Vec<(SnapshotName, &String)> = names
-            .iter()
-            .filter_map(|n| SnapshotName::parse(n).ok().map(|s| (s, n)))
-            .collect();
+        let mut snaps: Vec<(SnapshotName, &String)> = Vec::new();
+        let mut deltas: Vec<(SnapshotName, &String)> = Vec::new();
+        for n in names {
+            match SnapshotName::parse_object(n) {
+                Ok((s, Kind::Snapshot)) => snaps.push((s, n)),
+                Ok((s, Kind::Delta { .. })) => deltas.push((s, n)),
+                Err(_) => {}
+            }
+        }
         let listed: BTreeSet<&str> = names.iter().map(String::as_str).collect();
         self.first_seen.retain(|n, _| listed.contains(n.as_str()));
         // Newest first, so an instance's first snapshot met is its newest.
         snaps.sort_by_key(|s| std::cmp::Reverse(s.0.timestamp_ns));
-        let total = snaps.len();
+        let total = snaps.len() + deltas.len();
+        let mut newest_full: BTreeMap<&str, i64> = BTreeMap::new();
+        for (s, _) in &snaps {
+            newest_full
+                .entry(s.instance.as_str())
+                .or_insert(s.timestamp_ns);
+        }
+        let mut superseded = Vec::new();
+        for (s, name) in &deltas {
+            let seen = *self.first_seen.entry((*name).clone()).or_insert(now);
+            let kept = now.saturating_duration_since(seen) <= self.must_keep;
+            let older = newest_full
+                .get(s.instance.as_str())
+                .is_some_and(|f| s.timestamp_ns < *f);
+            if !kept && older {
+                superseded.push(((*name).clone(), Reason::SupersededDelta));
+            }
+        }
 
         let mut marked: BTreeSet<String> = BTreeSet::new();
         let mut candidates = Vec::new();
@@ -101,6 +129,7 @@ impl Cleaner {
 
         let mut plan = Plan {
             total,
+            delete: superseded,
             ..Plan::default()
         };
         let mut too_old = Vec::new();
@@ -324,6 +353,51 @@ mod tests {
         // Re-listed later, it counts as new again.
         let p = c.plan(&[a1.clone(), a2.clone()], at(base, 31), T0 + 31 * MIN);
         assert!(p.delete.is_empty());
+    }
+
+    #[test]
+    fn deltas_go_once_a_newer_full_snapshot_exists() {
+        let base = Instant::now();
+        let mut c = Cleaner::new(Duration::from_secs(600), Duration::from_secs(3600));
+        let delta = |ts, from, to| SnapshotName::delta("main", "a", ts, from, to).object_name();
+        let a1 = name("a", T0);
+        let (d1, d2) = (delta(T0 + MIN, 5, 6), delta(T0 + 2 * MIN, 6, 7));
+        // A Go instance's full snapshots in the same bucket.
+        let g1 = name("go", T0);
+        let mut names = vec![a1.clone(), d1.clone(), d2.clone(), g1.clone()];
+        assert!(c.plan(&names, base, T0 + 2 * MIN).delete.is_empty());
+        // Deltas newer than the newest full snapshot stay, however old.
+        let p = c.plan(&names, at(base, 60), T0 + 60 * MIN);
+        assert!(p.delete.is_empty(), "{p:?}");
+        // A newer full snapshot appears, with a delta after it.
+        let a2 = name("a", T0 + 61 * MIN);
+        let d3 = delta(T0 + 62 * MIN, 9, 10);
+        names.extend([a2.clone(), d3.clone()]);
+        // The older deltas are past must-keep: they go; a1 waits one run, as before.
+        let p = c.plan(&names, at(base, 62), T0 + 62 * MIN);
+        assert_eq!(
+            deleted(&p),
+            vec![
+                (d1.as_str(), Reason::SupersededDelta),
+                (d2.as_str(), Reason::SupersededDelta)
+            ]
+        );
+        assert_eq!(p.total, 6);
+        // Full snapshots follow the old rules, deltas never count as an instance's newest.
+        let p = c.plan(&names, at(base, 63), T0 + 63 * MIN);
+        assert_eq!(
+            deleted(&p),
+            vec![
+                (d1.as_str(), Reason::SupersededDelta),
+                (d2.as_str(), Reason::SupersededDelta),
+                (a1.as_str(), Reason::NewerSnapshot)
+            ]
+        );
+        // A delta within must-keep stays even when superseded.
+        let mut fresh = Cleaner::new(Duration::from_secs(600), Duration::from_secs(3600));
+        fresh.plan(&names, base, T0 + 63 * MIN);
+        let p = fresh.plan(&names, at(base, 5), T0 + 68 * MIN);
+        assert!(p.delete.is_empty(), "{p:?}");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! merge covered. Listing, downloading and polling run on background threads (`receiver`) that
 //! talk to it over one `mpsc` channel. `--only-once` returns after the first complete pass.
 
+pub mod chain;
 pub mod cleaner;
 pub mod load;
 pub mod receiver;
@@ -61,6 +62,8 @@ pub struct SyncOptions {
     pub max_uncompressed: u64,
     /// Write-lock bound of native-mode merges (`merge_lock_duration`, `merge_release_duration`).
     pub merge_limits: load::SliceLimits,
+    /// Deltas between full snapshots (`deltas.enabled`); `None` writes full snapshots only.
+    pub deltas: Option<send::DeltaSettings>,
 }
 
 pub struct Syncer {
@@ -90,6 +93,12 @@ pub struct Syncer {
     /// The cleaner's record of merged snapshots included in one of ours (per instance, the
     /// snapshot time in ns), updated after every stored snapshot.
     committed: Option<Arc<std::sync::Mutex<BTreeMap<String, i64>>>>,
+    /// What this process stored last (the next delta continues it).
+    stored: Option<send::Stored>,
+    /// Per instance, the chain of its objects merged here.
+    chains: BTreeMap<String, chain::Chain>,
+    /// Per instance, the delta at which its chain was last found broken (reported once).
+    gaps: BTreeMap<String, String>,
 }
 
 pub fn now_ns() -> i64 {
@@ -129,9 +138,19 @@ pub(crate) fn retry_lmdb<T>(
 }
 
 fn shorthash(name: &str) -> String {
-    SnapshotName::parse(name)
-        .map(|n| n.shorthash())
+    SnapshotName::parse_object(name)
+        .map(|n| n.0.shorthash())
         .unwrap_or_default()
+}
+
+/// An object dumped to a temporary file, ready to store.
+struct Dumped {
+    file: std::fs::File,
+    stats: send::SnapshotStats,
+    name: String,
+    delta: bool,
+    /// The time in its name.
+    ts: i64,
 }
 
 impl Syncer {
@@ -163,6 +182,9 @@ impl Syncer {
             waiting: BTreeSet::new(),
             health: DbHealth::detached(),
             committed: None,
+            stored: None,
+            chains: BTreeMap::new(),
+            gaps: BTreeMap::new(),
         }
     }
 
@@ -201,7 +223,7 @@ impl Syncer {
             if known || (*inst == self.instance && !self.waiting.contains(inst)) {
                 continue;
             }
-            if let Ok(n) = SnapshotName::parse(latest) {
+            if let Ok((n, _)) = SnapshotName::parse_object(latest) {
                 let m = metrics();
                 let labels = [self.db.as_str(), inst.as_str()];
                 m.last_received
@@ -235,29 +257,82 @@ impl Syncer {
         }
     }
 
-    /// Hands every instance's latest snapshot that is not merged, pending or in flight to the
-    /// downloaders, one download per instance at a time: while one is in flight, newer names
-    /// wait for the next listing after it, so a busy instance writing faster than we download
-    /// cannot pile up a queue of snapshots that are stale before their turn comes. Our own
-    /// snapshots only while we still wait for our own (start-up).
+    /// Hands each instance's next object (chain.rs: its newest full snapshot not merged yet,
+    /// else the delta continuing what we merged, or the one after a gap) to the downloaders,
+    /// one per instance at a time, since what comes next depends on what was merged (and so
+    /// that an instance writing faster than we download cannot pile up a queue of objects
+    /// that are stale before their turn comes: seen with Garage under chaos). Our own
+    /// objects only while we still wait for our own (start-up): then every own delta is merged,
+    /// gap or not, so that our own data comes back before we write a new full snapshot. Also
+    /// ends the wait for instances whose chain is complete.
     fn request_downloads(&mut self, jobs: &Sender<Job>) {
         let now = Instant::now();
         let own_allowed = self.waiting.contains(&self.instance);
+        let mut complete = Vec::new();
+        let mut adopted = Vec::new();
         for (inst, names) in &self.listing {
-            let Some(latest) = names.last() else { continue };
-            if (*inst == self.instance && !own_allowed)
-                || self.processed.get(inst) == Some(latest)
-                || self.requested.contains_key(inst)
-                || self.pending.get(inst).is_some_and(|p| p.0 == *latest)
+            if *inst == self.instance && !own_allowed {
+                continue;
+            }
+            let chain = self.chains.get(inst).cloned().unwrap_or_default();
+            let next = match chain::next_step(names, &chain) {
+                chain::Step::Load(n) => n,
+                chain::Step::Adopt(n) => {
+                    adopted.push((inst.clone(), n));
+                    continue;
+                }
+                chain::Step::UpToDate => {
+                    // A broken chain is complete only with the instance's next full snapshot;
+                    // we alone write our own, and without any full snapshot there is none.
+                    if !chain.broken || *inst == self.instance || chain.base.is_none() {
+                        complete.push(inst.clone());
+                    }
+                    continue;
+                }
+                chain::Step::Gap(n) => {
+                    if self.gaps.get(inst) != Some(&n) {
+                        log::warn!(db = self.db, snapshot_instance = inst, filename = n, chain_end_txn = chain.end;
+                            "Delta chain broken (missing, cleaned or corrupt delta); merging the deltas after it, complete again with the instance's next full snapshot");
+                        metrics()
+                            .delta_chain_gaps
+                            .with_label_values(&[&self.db, inst])
+                            .inc();
+                        self.gaps.insert(inst.clone(), n.clone());
+                    }
+                    n
+                }
+            };
+            if self.requested.contains_key(inst)
+                || self.pending.contains_key(inst)
                 || self.retry_at.get(inst).is_some_and(|t| *t > now)
             {
                 continue;
             }
-            log::debug!(db = self.db, snapshot_instance = inst, filename = latest; "New snapshot detected");
+            log::debug!(db = self.db, snapshot_instance = inst, filename = next; "New snapshot detected");
             self.retry_at.remove(inst);
-            self.requested.insert(inst.clone(), latest.clone());
-            let _ = jobs.send(Job::new(inst, latest));
+            self.requested.insert(inst.clone(), next.clone());
+            let _ = jobs.send(Job::new(inst, &next));
         }
+        for inst in complete {
+            if self.waiting.remove(&inst) {
+                log::info!(db = self.db, other_instance = inst; "No longer waiting for instance");
+            }
+        }
+        if adopted.is_empty() {
+            return;
+        }
+        for (inst, name) in adopted {
+            log::info!(db = self.db, snapshot_instance = inst, filename = name;
+                "Full snapshot covered by the merged delta chain, not downloaded");
+            let chain = self.chains.get(&inst).cloned().unwrap_or_default();
+            self.chains.insert(inst.clone(), chain.adopted(&name));
+            update_board(&self.db, |b| {
+                b.merged.insert(inst.clone(), name.clone());
+            });
+            self.processed.insert(inst, name);
+        }
+        // What follows an adopted snapshot (its deltas, or the end of the wait).
+        self.request_downloads(jobs);
     }
 
     /// A snapshot that cannot be merged: never again, and the instance's previous one is next.
@@ -282,11 +357,8 @@ impl Syncer {
                 result: Ok(boxed),
             } => {
                 let (fetched, permit) = *boxed;
-                self.requested.remove(&instance);
-                let newer = self.processed.get(&instance).is_none_or(|p| *p < name)
-                    && self.pending.get(&instance).is_none_or(|p| p.0 < name);
-                if newer {
-                    // Replacing an older pending snapshot drops it and its permit.
+                if self.requested.get(&instance) == Some(&name) {
+                    self.requested.remove(&instance);
                     self.pending.insert(instance, (name, fetched, permit));
                 }
             }
@@ -330,6 +402,11 @@ impl Syncer {
             opts.deleted_cutoff = self.deleted_cutoff();
             let size = fetched.compressed_size;
             let fetched_ts = fetched.index.meta.timestamp_nano;
+            let meta_txn_id = u64::try_from(fetched.index.meta.lmdb_txn_id).unwrap_or(0);
+            let is_delta = matches!(
+                SnapshotName::parse_object(&name),
+                Ok((_, crate::snapshot::name::Kind::Delta { .. }))
+            );
             let t0 = Instant::now();
             let merged = load::merge(
                 &self.env,
@@ -349,14 +426,23 @@ impl Syncer {
                         merged = m.differences.map_or("whole snapshot".to_string(), |n| format!("{n} differing entries")),
                         entries = m.stats.entries, written = m.stats.written,
                         timestamp = fetched_ts, extra = "",
-                        compressed_size_bytes = size, kind = "snapshot"; "Loaded remote update");
+                        compressed_size_bytes = size,
+                        kind = if is_delta { "delta" } else { "snapshot" }; "Loaded remote update");
                     update_board(&self.db, |b| {
                         b.merged.insert(instance.clone(), name.clone());
                     });
-                    self.processed.insert(instance.clone(), name);
-                    if self.waiting.remove(&instance) {
-                        log::info!(db = self.db, other_instance = instance; "No longer waiting for instance");
+                    if is_delta {
+                        metrics()
+                            .deltas_loaded
+                            .with_label_values(&[&self.db, &instance])
+                            .inc();
                     }
+                    let chain = self.chains.get(&instance).cloned().unwrap_or_default();
+                    self.chains
+                        .insert(instance.clone(), chain.applied(&name, meta_txn_id));
+                    self.processed.insert(instance.clone(), name);
+                    // Asks for the chain's next object, or ends the wait for the instance.
+                    self.request_downloads(jobs);
                     if !m.local_changed {
                         self.last_synced_txn_id = m.txn_id;
                     }
@@ -383,7 +469,7 @@ impl Syncer {
         Ok(())
     }
 
-    fn meta(&self, txn_id: u64, ts: i64) -> Meta {
+    fn meta(&self, txn_id: u64, ts: i64, from: u64) -> Meta {
         Meta {
             generation_id: b"GX".to_vec(),
             instance_id: self.instance.as_bytes().to_vec(),
@@ -391,43 +477,119 @@ impl Syncer {
             lmdb_txn_id: txn_id as i64,
             timestamp_nano: ts as u64,
             database_name: self.db.as_bytes().to_vec(),
-            from_lmdb_txn_id: 0,
+            from_lmdb_txn_id: from as i64,
         }
     }
 
-    /// Streams a snapshot of what `txn` sees into a temporary gzip file.
+    /// Streams what `txn` sees into a temporary gzip file: a full snapshot, or with `after`
+    /// a delta of the entries written after that transaction (`None` if it is too large).
     fn dump<T: Txn>(
         &self,
         txn: &T,
         meta: &Meta,
-    ) -> anyhow::Result<(std::fs::File, send::SnapshotStats)> {
+        after: Option<u64>,
+    ) -> anyhow::Result<Option<(std::fs::File, send::SnapshotStats)>> {
         let file = tempfile::tempfile().context("creating a temporary file for the snapshot")?;
         // Compression runs on worker threads, beside the LMDB reading and encoding.
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
         let gz = ParallelGzip::new(BufWriter::with_capacity(256 * 1024, file), threads)
             .context("starting the compression threads")?;
-        let (gz, stats) = send::write_snapshot(
-            txn,
-            meta,
-            gz,
-            !self.load_opts.native,
-            self.load_opts.dupsort_hack,
-        )
+        let (shadow, hack) = (!self.load_opts.native, self.load_opts.dupsort_hack);
+        let written = match after {
+            Some(a) => send::write_delta(txn, meta, gz, shadow, hack, a),
+            None => send::write_snapshot(txn, meta, gz, shadow, hack).map(Some),
+        }
         .with_context(|| format!("creating snapshot of LMDB {:?}", self.db))?;
+        let Some((gz, stats)) = written else {
+            return Ok(None);
+        };
         let file = gz
             .finish()
             .and_then(|mut w| w.flush().map(|_| w))
             .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
             .context("compressing snapshot")?;
-        Ok((file, stats))
+        Ok(Some((file, stats)))
     }
 
-    /// Creates and stores a snapshot; returns the LMDB txn ID it covers (upstream `SendOnce`).
-    /// Native mode reads in a read-only transaction; shadow mode first captures local changes
-    /// into the shadows, in a write transaction.
-    fn send_once(&mut self) -> anyhow::Result<u64> {
+    /// Dumps what the plan asks for at `txn_id`, in storing order: a delta if one is due and
+    /// not too large, else a full snapshot, after a bridging delta when the plan says so.
+    /// Nothing when there is nothing to store (an empty delta).
+    fn dump_planned<T: Txn>(
+        &self,
+        txn: &T,
+        txn_id: u64,
+        ts: i64,
+        forced: bool,
+    ) -> anyhow::Result<Vec<Dumped>> {
+        let plan = send::plan(
+            self.opts.deltas.as_ref(),
+            self.stored.as_ref(),
+            txn_id,
+            forced,
+            Instant::now(),
+        );
+        let mut out = Vec::new();
+        let (reason, bridge) = match plan {
+            send::Plan::Nothing => return Ok(out),
+            send::Plan::Delta { from } => match self.dump_delta(txn, txn_id, ts, from)? {
+                // Nothing new (a change that left no header behind): nothing to say.
+                Some(d) if d.stats.entries == 0 => return Ok(out),
+                Some(d) => return Ok(vec![d]),
+                None => ("delta too large", None),
+            },
+            send::Plan::Bridge { from, reason } => (reason, Some(from)),
+            send::Plan::Full(reason) => (reason, None),
+        };
+        // The bridging delta is stored even when empty: it says the chain reaches `txn_id`.
+        if let Some(from) = bridge
+            && let Some(d) = self.dump_delta(txn, txn_id, ts, from)?
+        {
+            out.push(d);
+        }
+        let name = if self.opts.deltas.is_some() {
+            log::info!(db = self.db, reason = reason, bridged = !out.is_empty(); "Writing a full snapshot");
+            // One nanosecond after the bridging delta, so that it sorts after it.
+            SnapshotName::full_covering(&self.db, &self.instance, ts + 1, txn_id)
+        } else {
+            SnapshotName::new(&self.db, &self.instance, ts)
+        };
+        let (file, stats) = self
+            .dump(txn, &self.meta(txn_id, name.timestamp_ns, 0), None)?
+            .context("a full snapshot has no size limit")?;
+        out.push(Dumped {
+            file,
+            stats,
+            name: name.object_name(),
+            delta: false,
+            ts: name.timestamp_ns,
+        });
+        Ok(out)
+    }
+
+    /// A delta of the entries written after `from` (`None` if too large).
+    fn dump_delta<T: Txn>(
+        &self,
+        txn: &T,
+        txn_id: u64,
+        ts: i64,
+        from: u64,
+    ) -> anyhow::Result<Option<Dumped>> {
+        let dumped = self.dump(txn, &self.meta(txn_id, ts, from), Some(from))?;
+        Ok(dumped.map(|(file, stats)| Dumped {
+            file,
+            stats,
+            name: SnapshotName::delta(&self.db, &self.instance, ts, from, txn_id).object_name(),
+            delta: true,
+            ts,
+        }))
+    }
+
+    /// Creates and stores a snapshot or delta; returns the LMDB txn ID it covers (upstream
+    /// `SendOnce`). Native mode reads in a read-only transaction; shadow mode first captures
+    /// local changes into the shadows, in a write transaction.
+    fn send_once(&mut self, forced: bool) -> anyhow::Result<u64> {
         let t0 = Instant::now();
-        let (txn_id, ts, dumped, time_acquire, time_copy_shadow) = if self.load_opts.native {
+        let (txn_id, _ts, dumped, time_acquire, time_copy_shadow) = if self.load_opts.native {
             let txn = retry_lmdb("Starting a read transaction", || self.env.begin_ro())
                 .context("starting read transaction")?;
             let ts = now_ns();
@@ -436,7 +598,7 @@ impl Syncer {
             let dumped = if self.opts.receive_only {
                 None
             } else {
-                Some(self.dump(&txn, &self.meta(txn_id, ts))?)
+                Some(self.dump_planned(&txn, txn_id, ts, forced)?)
             };
             (txn_id, ts, dumped, time_acquire, Duration::ZERO)
         } else {
@@ -462,17 +624,39 @@ impl Syncer {
             let dumped = if self.opts.receive_only {
                 None
             } else {
-                Some(self.dump(&txn, &self.meta(txn_id, ts))?)
+                Some(self.dump_planned(&txn, txn_id, ts, forced)?)
             };
             txn.commit().context("committing the shadow update")?;
             (txn_id, ts, dumped, time_acquire, time_copy_shadow)
         };
-        let Some((mut file, stats)) = dumped else {
+        let Some(dumped) = dumped else {
             log::info!(db = self.db, txnID = txn_id; "Snapshot store skipped, because running in receive-only mode");
             return Ok(txn_id);
         };
         let time_dump = t0.elapsed() - time_acquire - time_copy_shadow;
-        let name = SnapshotName::new(&self.db, &self.instance, ts).object_name();
+        for d in dumped {
+            self.store_dumped(d, txn_id, t0, [time_acquire, time_copy_shadow, time_dump])?;
+        }
+        Ok(txn_id)
+    }
+
+    /// Stores one dumped object of the read at `txn_id` and records it; `times` are the
+    /// acquire, shadow copy and dump durations of that read.
+    fn store_dumped(
+        &mut self,
+        d: Dumped,
+        txn_id: u64,
+        t0: Instant,
+        times: [Duration; 3],
+    ) -> anyhow::Result<()> {
+        let Dumped {
+            mut file,
+            stats,
+            name,
+            delta,
+            ts,
+        } = d;
+        let [time_acquire, time_copy_shadow, time_dump] = times;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let m = metrics();
         m.snapshots_generated.with_label_values(&[&self.db]).inc();
@@ -485,12 +669,27 @@ impl Syncer {
         let t_store = Instant::now();
         self.store_with_retries(&name, &mut file)?;
         m.store_bytes.inc_by(size as f64);
+        self.stored = Some(match (delta, self.stored) {
+            (true, Some(s)) => send::Stored {
+                txn_id,
+                deltas: s.deltas + 1,
+                ..s
+            },
+            _ => send::Stored {
+                txn_id,
+                full_at: Instant::now(),
+                deltas: 0,
+            },
+        });
+        if delta {
+            m.deltas_stored.with_label_values(&[&self.db]).inc();
+        }
         update_board(&self.db, |b| b.last_stored = Some((name.clone(), ts)));
         if let Some(c) = &self.committed {
             // Everything merged so far is in the snapshot just stored.
             let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
             for (inst, merged) in &self.processed {
-                if let Ok(n) = SnapshotName::parse(merged) {
+                if let Ok((n, _)) = SnapshotName::parse_object(merged) {
                     c.insert(inst.clone(), n.timestamp_ns);
                 }
             }
@@ -500,14 +699,15 @@ impl Syncer {
         } else {
             0.0
         };
+        let kind = if delta { "delta" } else { "snapshot" };
         log::info!(db = self.db, snapshot_name = name, txnID = txn_id,
             time_acquire = format!("{time_acquire:?}"), time_copy_shadow = format!("{time_copy_shadow:?}"),
             time_dump = format!("{time_dump:?}"), time_compress = "0s", time_gc = "0s",
             time_store = format!("{:?}", t_store.elapsed()), time_total = format!("{:?}", t0.elapsed()),
             uncompressed_size = stats.uncompressed_size, snapshot_size = size,
             compression_ratio = format!("1:{ratio:.2}"), entries = stats.entries,
-            snapshot_kind = "snapshot"; "Stored snapshot");
-        Ok(txn_id)
+            snapshot_kind = kind; "Stored snapshot");
+        Ok(())
     }
 
     fn store_with_retries(&self, name: &str, file: &mut std::fs::File) -> anyhow::Result<()> {
@@ -585,7 +785,7 @@ impl Syncer {
         }
         if has_data_at_start && !has_snapshots {
             log::info!(db = self.db; "Performing initial snapshot, because none exists yet");
-            self.last_synced_txn_id = self.send_once()?;
+            self.last_synced_txn_id = self.send_once(false)?;
             self.health.start.passed_initial_store();
         }
         if !has_data_at_start {
@@ -696,7 +896,7 @@ impl Syncer {
                 } else {
                     self.last_synced_txn_id = last_txn_id;
                     if has_data_at_start || self.last_synced_txn_id > 0 {
-                        self.last_synced_txn_id = self.send_once()?;
+                        self.last_synced_txn_id = self.send_once(overdue)?;
                         self.health.start.passed_initial_store();
                         last_snapshot = Instant::now();
                     } else if !warned_empty {

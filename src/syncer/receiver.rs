@@ -23,7 +23,7 @@ use crate::storage::Storage;
 
 use super::load::{FetchError, Fetched, fetch};
 
-/// Valid snapshot names of one db, per instance, oldest first.
+/// Valid snapshot and delta names of one db, per instance, oldest first.
 pub type Listing = BTreeMap<String, Vec<String>>;
 
 /// What the background threads tell the syncer thread.
@@ -136,7 +136,7 @@ pub fn sleep_unless_stopped(stop: &AtomicBool, d: Duration) -> bool {
     false
 }
 
-/// Lists `<db>__` objects and groups the valid snapshot names by instance.
+/// Lists `<db>__` objects and groups the valid snapshot and delta names by instance.
 pub fn list_snapshots(
     storage: &dyn Storage,
     db: &str,
@@ -165,8 +165,8 @@ pub fn list_snapshots(
         .set(objects.iter().map(|o| o.size).sum::<u64>() as i64);
     let mut listing = Listing::new();
     for o in objects {
-        match SnapshotName::parse(&o.name) {
-            Ok(n) => listing.entry(n.instance).or_default().push(o.name),
+        match SnapshotName::parse_object(&o.name) {
+            Ok((n, _)) => listing.entry(n.instance).or_default().push(o.name),
             Err(e) => {
                 log::debug!(db = db, filename = o.name, error = e.to_string(); "Skipping invalid filename")
             }
@@ -375,7 +375,7 @@ impl Downloader {
             let result = fetched.map(|f| {
                 log::info!(db = self.db, snapshot_instance = instance, filename = name,
                     timestamp = f.index.meta.timestamp_nano,
-                    shorthash = SnapshotName::parse(&name).map(|n| n.shorthash()).unwrap_or_default(),
+                    shorthash = SnapshotName::parse_object(&name).map(|n| n.0.shorthash()).unwrap_or_default(),
                     time_load_storage = format!("{:?}", f.time_load_storage),
                     time_load_total = format!("{:?}", t0.elapsed()); "Snapshot downloaded");
                 Box::new((f, permit))

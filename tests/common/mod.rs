@@ -4,8 +4,11 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use lightningstream::header;
 use lightningstream::lmdb::{Env, EnvOptions, Txn};
@@ -102,6 +105,14 @@ impl Instance {
             txn.put(d, k.as_bytes(), &val).unwrap();
         }
         txn.commit().unwrap();
+    }
+
+    /// Writes `n` keys `<prefix><nnnnn>` holding `value` at timestamp `ts`, in one transaction.
+    pub fn write_filler(&self, dbi: &str, prefix: &str, n: usize, value: &str, ts: u64) {
+        let keys: Vec<String> = (0..n).map(|i| format!("{prefix}{i:05}")).collect();
+        let entries: Vec<(&str, Option<&str>, u64)> =
+            keys.iter().map(|k| (k.as_str(), Some(value), ts)).collect();
+        self.write(dbi, &entries);
     }
 
     pub fn last_txn_id(&self) -> u64 {
@@ -227,4 +238,89 @@ pub fn count_objects(bucket: &Path, prefix: &str) -> usize {
             .count()
         })
         .unwrap_or(0)
+}
+
+/// A free loopback port (released again; the daemon binds it a moment later).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET `path`; the status code and body, or `None` while nothing listens.
+pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut c = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    c.set_read_timeout(Some(Duration::from_secs(20))).ok()?;
+    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\nAccept: */*\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    c.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let code = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, body.to_string()))
+}
+
+/// Prometheus's `promtool`: from `LS_PROMTOOL`, the test cache, or PATH. Required when
+/// `LS_REQUIRE_PROMTOOL` is set (the test runner installs it).
+fn promtool() -> Option<std::path::PathBuf> {
+    let candidates = [
+        std::env::var_os("LS_PROMTOOL").map(Into::into),
+        Some("/var/cache/lightningstream-tests/bin/promtool".into()),
+        Some("promtool".into()),
+    ];
+    for c in candidates.into_iter().flatten() {
+        let c: std::path::PathBuf = c;
+        if std::process::Command::new(&c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Some(c);
+        }
+    }
+    assert!(
+        std::env::var_os("LS_REQUIRE_PROMTOOL").is_none(),
+        "promtool is required (LS_REQUIRE_PROMTOOL) but was not found"
+    );
+    None
+}
+
+/// Checks a `/metrics` text with `promtool check metrics`, when promtool is there.
+pub fn promtool_check(metrics: &str) {
+    if let Some(promtool) = promtool() {
+        let mut child = std::process::Command::new(promtool)
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(metrics.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        // promtool exits 1 when it cannot parse the text and 3 for naming advice. Upstream's
+        // names draw advice of their own (a gauge named `..._count`), which we must keep; any
+        // other finding fails.
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let known = ["lightningstream_receiver_snapshots_in_storage_count non-histogram"];
+        let unexpected: Vec<&str> = report
+            .lines()
+            .filter(|l| !l.trim().is_empty() && !known.iter().any(|k| l.starts_with(k)))
+            .collect();
+        assert!(
+            matches!(out.status.code(), Some(0 | 3)) && unexpected.is_empty(),
+            "promtool check metrics: {:?}\n{report}",
+            out.status
+        );
+    }
 }
