@@ -8,6 +8,7 @@
 # usage: tests/chaos.sh [DURATION_SECONDS]      (default 180)
 # env:   CHAOS_PROFILE=release (default: debug, the build `cargo test` already made)
 #        CHAOS_SEED=N  CHAOS_DIR=DIR (work files kept there)  KEEP=1 (keep the temp work dir)
+#        CHAOS_DELTAS=1: the daemons store deltas between full snapshots
 #        CHAOS_GARAGE=PATH: the bucket on a 3-node Garage cluster run from this garage binary
 #        instead of the S3 test server (tests/chaos-garage.sh installs Garage and sets it)
 set -euo pipefail
@@ -30,4 +31,5 @@ fi
 [ -n "${CHAOS_SEED:-}" ] && args+=(--seed "$CHAOS_SEED")
 [ -n "${CHAOS_DIR:-}" ] && args+=(--dir "$CHAOS_DIR")
 [ -n "${KEEP:-}" ] && args+=(--keep)
+[ -n "${CHAOS_DELTAS:-}" ] && args+=(--deltas)
 exec "target/$profile/examples/chaos" "${args[@]}"

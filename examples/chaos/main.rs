@@ -14,8 +14,11 @@
 //! then SIGKILL one Garage node and start it again on its data, while the other two keep the
 //! quorum.
 //!
-//! usage: chaos --bin PATH (--s3-server PATH | --garage PATH) [--duration SECS] [--dir DIR]
-//!              [--seed N] [--keep]
+//! With `--deltas` the daemons store deltas between full snapshots (a full one every 5
+//! deltas or 10 s), so that chains, gaps and bridged full snapshots go through the same faults.
+//!
+//! usage: chaos --bin PATH (--s3-server PATH | --garage PATH) [--deltas] [--duration SECS]
+//!              [--dir DIR] [--seed N] [--keep]
 
 mod check;
 mod garage;
@@ -49,6 +52,7 @@ struct Args {
     bin: PathBuf,
     s3_server: PathBuf,
     garage: Option<PathBuf>,
+    deltas: bool,
     duration: u64,
     dir: Option<PathBuf>,
     seed: u64,
@@ -57,7 +61,7 @@ struct Args {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: chaos --bin PATH (--s3-server PATH | --garage PATH) [--duration SECS] [--dir DIR] [--seed N] [--keep]"
+        "usage: chaos --bin PATH (--s3-server PATH | --garage PATH) [--deltas] [--duration SECS] [--dir DIR] [--seed N] [--keep]"
     );
     std::process::exit(2)
 }
@@ -67,6 +71,7 @@ fn args() -> Args {
         bin: PathBuf::new(),
         s3_server: PathBuf::new(),
         garage: None,
+        deltas: false,
         duration: 180,
         dir: None,
         seed: SystemTime::now()
@@ -82,6 +87,7 @@ fn args() -> Args {
             "--bin" => a.bin = val().into(),
             "--s3-server" => a.s3_server = val().into(),
             "--garage" => a.garage = Some(val().into()),
+            "--deltas" => a.deltas = true,
             "--duration" => a.duration = val().parse().unwrap_or_else(|_| usage()),
             "--dir" => a.dir = Some(val().into()),
             "--seed" => a.seed = val().parse().unwrap_or_else(|_| usage()),
@@ -347,8 +353,9 @@ fn main() {
         }
     };
     println!(
-        "chaos: {} s, {INSTANCES} instances, seed {}, work dir {}",
+        "chaos: {} s, {INSTANCES} instances{}, seed {}, work dir {}",
         a.duration,
+        if a.deltas { ", deltas on" } else { "" },
         a.seed,
         dir.display()
     );
@@ -383,9 +390,14 @@ fn main() {
                      dial_timeout: 2s\n\
                      lmdb_poll_interval: {POLL}\nstorage_poll_interval: {POLL}\n\
                      storage_retry_interval: 1s\n\
-                     log: {{level: info, format: logfmt}}\n",
+                     log: {{level: info, format: logfmt}}\n{deltas}",
                     db = db.display(),
                     proxy = px.0[i % px.0.len()].addr,
+                    deltas = if a.deltas {
+                        "deltas: {enabled: true, max_deltas: 5, full_snapshot_interval: 10s}\n"
+                    } else {
+                        ""
+                    },
                 ),
             )
             .unwrap();
