@@ -151,7 +151,7 @@ fn dump(storage: &dyn Storage, c: &SnapshotDumpCmd) -> anyhow::Result<()> {
     let mut file = if c.local {
         File::open(&c.name).with_context(|| format!("opening {:?}", c.name))?
     } else {
-        crate::storage::get_to_tempfile(storage, &c.name)
+        crate::storage::get_as_file(storage, &c.name)
             .with_context(|| format!("getting {:?}", c.name))?
             .0
     };

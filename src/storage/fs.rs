@@ -102,6 +102,13 @@ impl Storage for FsStorage {
         Ok(Box::new(io::BufReader::with_capacity(256 * 1024, file)))
     }
 
+    fn local_file(&self, name: &str) -> Option<Result<File>> {
+        Some(
+            self.path_of("get", name)
+                .and_then(|path| File::open(&path).map_err(|e| StorageError::io("get", name, e))),
+        )
+    }
+
     fn put(&self, name: &str, body: &mut dyn ReadSeek, len: u64) -> Result<()> {
         let path = self.path_of("put", name)?;
         // A per-writer temporary name: two processes storing the same name must not share one.
@@ -167,6 +174,39 @@ mod tests {
         left.sort();
         assert_eq!(left, ["main__a__1", "shard__a__1"]);
         assert!(left.iter().all(|n| !n.ends_with(".tmp")), "{left:?}");
+    }
+
+    /// Objects are read in place, without a copy; an object replaced or deleted meanwhile does
+    /// not change what an open file reads, and names that may not be read are not found.
+    #[test]
+    fn objects_are_read_in_place() {
+        use std::io::Read;
+        let dir = tempfile::tempdir().unwrap();
+        let s = FsStorage::new(dir.path()).unwrap();
+        let put = |data: &[u8]| {
+            s.put(
+                "main__a__1",
+                &mut io::Cursor::new(data.to_vec()),
+                data.len() as u64,
+            )
+            .unwrap()
+        };
+        put(b"first");
+        let (mut f, size) = crate::storage::get_as_file(&s, "main__a__1").unwrap();
+        assert_eq!(size, 5);
+        put(b"second, longer");
+        s.delete("main__a__1").unwrap();
+        let mut text = String::new();
+        f.read_to_string(&mut text).unwrap();
+        assert_eq!(text, "first");
+        for name in ["main__a__1", "../x", ".hidden", "x.tmp"] {
+            assert!(
+                crate::storage::get_as_file(&s, name)
+                    .unwrap_err()
+                    .is_not_found(),
+                "{name}"
+            );
+        }
     }
 
     #[test]

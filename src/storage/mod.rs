@@ -77,6 +77,12 @@ pub trait Storage: Send + Sync {
     fn delete(&self, name: &str) -> Result<()>;
     /// Short backend name for logs (`fs`, `memory`, `s3`).
     fn kind(&self) -> &'static str;
+    /// The object opened as a local file, for backends that keep objects as files that are
+    /// replaced by rename and never written in place (so an open file keeps its content);
+    /// `None` for the others, whose objects are downloaded.
+    fn local_file(&self, _name: &str) -> Option<Result<File>> {
+        None
+    }
 }
 
 /// Uploads a whole file (from its start) under `name`.
@@ -90,10 +96,19 @@ pub fn put_file(storage: &dyn Storage, name: &str, file: &mut File) -> Result<()
     storage.put(name, file, len)
 }
 
-/// Downloads an object into an anonymous temporary file so that it can be read twice (validate,
-/// then merge) without holding it in memory. Returns the file positioned at its start and the
-/// object's size.
-pub fn get_to_tempfile(storage: &dyn Storage, name: &str) -> Result<(File, u64)> {
+/// The object as a file, so that it can be read twice (validate, then merge) without holding it
+/// in memory: the backend's own file where objects are local files (no copy), else a download
+/// into an anonymous temporary file. Returns the file positioned at its start and the object's
+/// size.
+pub fn get_as_file(storage: &dyn Storage, name: &str) -> Result<(File, u64)> {
+    if let Some(file) = storage.local_file(name) {
+        let file = file?;
+        let size = file
+            .metadata()
+            .map_err(|e| StorageError::io("get", name, e))?
+            .len();
+        return Ok((file, size));
+    }
     let mut body = storage.get(name)?;
     let mut file = tempfile::tempfile().map_err(|e| StorageError::io("get", name, e))?;
     let size = io::copy(&mut body, &mut file).map_err(|e| StorageError::Io {

@@ -18,7 +18,7 @@ use crate::merge::{
 use crate::snapshot::decode::{
     DecodeError, EntryReader, ScanningReader, SnapshotIndex, ThreadedEntries, scan_limited,
 };
-use crate::storage::{Storage, StorageError, get_to_tempfile};
+use crate::storage::{Storage, StorageError, get_as_file};
 
 /// Why a remote snapshot was not merged.
 #[derive(Debug, thiserror::Error)]
@@ -103,7 +103,7 @@ pub fn fetch(
     compare: Option<&Env>,
 ) -> Result<Fetched, FetchError> {
     let t0 = Instant::now();
-    let (mut file, compressed_size) = get_to_tempfile(storage, name)?;
+    let (mut file, compressed_size) = get_as_file(storage, name)?;
     let time_load_storage = t0.elapsed();
     let input = BufReader::with_capacity(256 * 1024, &mut file);
     let (index, diff) = match compare {
