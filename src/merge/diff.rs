@@ -1,11 +1,11 @@
 //! Validating and comparing in one pass: while a downloaded snapshot is checked from end to end
 //! (the pass that must succeed before anything is written), its entries are also compared with
 //! a native-mode LMDB under short read transactions, and those that would change something are
-//! kept. The merge then only has to go through those few instead of decompressing the whole
+//! kept. The merge then only has to go through those instead of decompressing the whole
 //! snapshot a second time; a snapshot identical to the LMDB costs one pass and no write lock.
-//! When the differences outgrow their budget, or an entry cannot be compared
-//! (its DBI does not exist here yet), comparing stops, validation goes on, and the merge
-//! streams the whole snapshot as before.
+//! When the differences outgrow their budget, or an entry cannot be compared (its DBI does not
+//! exist here yet), comparing stops, validation goes on, and the merge streams the whole
+//! snapshot as before.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -117,9 +117,10 @@ pub struct Scanned {
 
 /// Validates the whole snapshot (as [`crate::snapshot::decode::scan_limited`] does: any error
 /// is the snapshot's) and compares its entries with `env`, keeping at most `budget` bytes of
-/// differing entries (in a temporary file). Entries are judged with no tombstone cutoff, which can only make more of
-/// them look different, never fewer; the merge decides each kept entry again under the write
-/// lock with the real cutoff. A problem on the LMDB side only ends the comparison.
+/// differing entries (in a temporary file). Entries are judged with no tombstone cutoff, which
+/// can only make more of them look different, never fewer; the merge decides each kept entry
+/// again under the write lock with the real cutoff. A problem on the LMDB side only ends the
+/// comparison.
 pub fn scan_and_diff<R: Read>(
     mut reader: ScanningReader<R>,
     env: &Env,

@@ -786,8 +786,9 @@ struct Batch {
 }
 
 /// An [`EntryReader`] running on a thread of its own (parsing, with decompression on another),
-/// so that the consumer's LMDB work overlaps with it. Batches are recycled between the two; memory stays
-/// bounded by [`BATCHES_IN_FLIGHT`] batches. Create it inside a [`std::thread::scope`].
+/// so that the consumer's LMDB work overlaps with it. Batches are recycled between the two;
+/// memory stays bounded by [`BATCHES_IN_FLIGHT`] batches. Create it inside a
+/// [`std::thread::scope`].
 pub struct ThreadedEntries {
     rx: std::sync::mpsc::Receiver<Result<Batch, DecodeError>>,
     recycle: std::sync::mpsc::SyncSender<Batch>,
