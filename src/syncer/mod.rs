@@ -97,8 +97,9 @@ pub struct Syncer {
     stored: Option<send::Stored>,
     /// Per instance, the chain of its objects merged here.
     chains: BTreeMap<String, chain::Chain>,
-    /// Per instance, the delta at which its chain was last found broken (reported once).
-    gaps: BTreeMap<String, String>,
+    /// Per instance, the delta at which its chain was last found broken, since when, and
+    /// whether that was reported (once).
+    gaps: BTreeMap<String, (String, Instant, bool)>,
 }
 
 pub fn now_ns() -> i64 {
@@ -290,14 +291,27 @@ impl Syncer {
                     continue;
                 }
                 chain::Step::Gap(n) => {
-                    if self.gaps.get(inst) != Some(&n) {
+                    let gap = match self.gaps.get_mut(inst) {
+                        Some(g) if g.0 == n => g,
+                        _ => {
+                            self.gaps.insert(inst.clone(), (n.clone(), now, false));
+                            self.gaps.get_mut(inst).expect("just inserted")
+                        }
+                    };
+                    // A listing is not always a snapshot of the bucket (a directory read while
+                    // objects are renamed into it; some S3 servers): the delta missing from
+                    // this one may be in the next. Only a gap that lasts is taken for real.
+                    if now.duration_since(gap.1) < self.opts.storage_poll_interval * 2 {
+                        continue;
+                    }
+                    if !gap.2 {
+                        gap.2 = true;
                         log::warn!(db = self.db, snapshot_instance = inst, filename = n, chain_end_txn = chain.end;
                             "Delta chain broken (missing, cleaned or corrupt delta); merging the deltas after it, complete again with the instance's next full snapshot");
                         metrics()
                             .delta_chain_gaps
                             .with_label_values(&[&self.db, inst])
                             .inc();
-                        self.gaps.insert(inst.clone(), n.clone());
                     }
                     n
                 }
