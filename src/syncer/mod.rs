@@ -97,9 +97,11 @@ pub struct Syncer {
     stored: Option<send::Stored>,
     /// Per instance, the chain of its objects merged here.
     chains: BTreeMap<String, chain::Chain>,
-    /// Per instance, the delta at which its chain was last found broken, since when, and
-    /// whether that was reported (once).
-    gaps: BTreeMap<String, (String, Instant, bool)>,
+    /// Per instance, the delta at which its chain was last found broken, the number of the
+    /// listing that showed it first, and whether the gap was reported (once).
+    gaps: BTreeMap<String, (String, u64, bool)>,
+    /// Listings received so far (numbers them for `gaps`).
+    listings: u64,
 }
 
 pub fn now_ns() -> i64 {
@@ -186,6 +188,7 @@ impl Syncer {
             stored: None,
             chains: BTreeMap::new(),
             gaps: BTreeMap::new(),
+            listings: 0,
         }
     }
 
@@ -294,14 +297,17 @@ impl Syncer {
                     let gap = match self.gaps.get_mut(inst) {
                         Some(g) if g.0 == n => g,
                         _ => {
-                            self.gaps.insert(inst.clone(), (n.clone(), now, false));
+                            self.gaps
+                                .insert(inst.clone(), (n.clone(), self.listings, false));
                             self.gaps.get_mut(inst).expect("just inserted")
                         }
                     };
-                    // A listing is not always a snapshot of the bucket (a directory read while
-                    // objects are renamed into it; some S3 servers): the delta missing from
-                    // this one may be in the next. Only a gap that lasts is taken for real.
-                    if now.duration_since(gap.1) < self.opts.storage_poll_interval * 2 {
+                    // A listing is not always a snapshot of the bucket: a directory read while
+                    // objects are renamed into it, or S3 pages fetched seconds apart (a stalled
+                    // request), can miss a delta stored before a later one they show. The next
+                    // listing begins after this one arrived, so it has every delta stored by
+                    // then: only a gap that it shows too is taken for real.
+                    if self.listings <= gap.1 {
                         continue;
                     }
                     if !gap.2 {
@@ -360,7 +366,10 @@ impl Syncer {
 
     fn handle(&mut self, msg: Msg, jobs: &Sender<Job>) {
         match msg {
-            Msg::Listing(Ok(l)) => self.set_listing(l),
+            Msg::Listing(Ok(l)) => {
+                self.listings += 1;
+                self.set_listing(l)
+            }
             Msg::Listing(Err(e)) => {
                 log::error!(db = self.db, error = format!("{e:#}"); "Fetch error");
                 return;
