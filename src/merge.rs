@@ -427,6 +427,15 @@ struct Walk<'t> {
 }
 
 impl<'t> Walk<'t> {
+    fn open(ro: &'t RoTxn, dbi: Dbi) -> Result<Walk<'t>, LmdbError> {
+        let flags = ro.dbi_flags(dbi)?;
+        Ok(Walk {
+            cursor: ro.cursor(dbi)?,
+            pos: None,
+            bytewise: flags & (crate::lmdb::MDB_INTEGERKEY | crate::lmdb::MDB_REVERSEKEY) == 0,
+        })
+    }
+
     /// The value of `key`, if present. Snapshot keys come in the DBI's order, so usually the
     /// next entry is the one: step forward a little before searching (LMDB's search restarts
     /// from the root whenever the key is past the current page).
@@ -483,12 +492,7 @@ fn compare_run(
             source,
         };
         if walks[i].is_none() {
-            let flags = ro.dbi_flags(dbi).map_err(lmdb_err)?;
-            walks[i] = Some(Walk {
-                cursor: ro.cursor(dbi).map_err(lmdb_err)?,
-                pos: None,
-                bytewise: flags & (crate::lmdb::MDB_INTEGERKEY | crate::lmdb::MDB_REVERSEKEY) == 0,
-            });
+            walks[i] = Some(Walk::open(ro, dbi).map_err(lmdb_err)?);
         }
         let walk = walks[i].as_mut().expect("opened above");
         let old = walk.lookup(kv.key).map_err(lmdb_err)?;

@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 
 use super::{Action, MergeParams, READ_RENEW_EVERY, SYNC_PREFIX, Walk, lossy, plan_entry};
-use crate::lmdb::{Env, MDB_INTEGERKEY, MDB_REVERSEKEY, Txn};
+use crate::lmdb::{Env, Txn};
 use crate::snapshot::KvRef;
 use crate::snapshot::decode::{DecodeError, EntrySource, ScanningReader, SnapshotIndex};
 
@@ -162,23 +162,15 @@ pub fn scan_and_diff<R: Read>(
                     // fill it: the whole-snapshot path's job), or one this process has not
                     // opened yet: opening it here, on a downloader thread, could disturb the
                     // syncer's transactions (see `RoTxn::published_dbi`).
-                    let Some(dbi) = ro.published_dbi(name).filter(|_| !name.is_empty()) else {
+                    let walk = ro
+                        .published_dbi(name)
+                        .filter(|_| !name.is_empty())
+                        .and_then(|dbi| Walk::open(&ro, dbi).ok());
+                    let Some(walk) = walk else {
                         diff = None;
                         break 'views;
                     };
-                    let Ok(flags) = ro.dbi_flags(dbi) else {
-                        diff = None;
-                        break 'views;
-                    };
-                    let Ok(cursor) = ro.cursor(dbi) else {
-                        diff = None;
-                        break 'views;
-                    };
-                    Some(Walk {
-                        cursor,
-                        pos: None,
-                        bytewise: flags & (MDB_INTEGERKEY | MDB_REVERSEKEY) == 0,
-                    })
+                    Some(walk)
                 };
                 walks[i] = Some(walk);
             }

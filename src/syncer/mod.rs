@@ -294,14 +294,14 @@ impl Syncer {
                     continue;
                 }
                 chain::Step::Gap(n) => {
-                    let gap = match self.gaps.get_mut(inst) {
-                        Some(g) if g.0 == n => g,
-                        _ => {
-                            self.gaps
-                                .insert(inst.clone(), (n.clone(), self.listings, false));
-                            self.gaps.get_mut(inst).expect("just inserted")
-                        }
-                    };
+                    let listings = self.listings;
+                    let gap = self
+                        .gaps
+                        .entry(inst.clone())
+                        .or_insert_with(|| (n.clone(), listings, false));
+                    if gap.0 != n {
+                        *gap = (n.clone(), listings, false);
+                    }
                     // A listing is not always a snapshot of the bucket: a directory read while
                     // objects are renamed into it, or S3 pages fetched seconds apart (a stalled
                     // request), can miss a delta stored before a later one they show. The next
