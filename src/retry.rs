@@ -347,7 +347,7 @@ mod tests {
     #[test]
     fn a_server_delay_is_honoured_up_to_the_cap() {
         let p = Policy::exponential(Attempts::Max(4), 200 * MS, 5000 * MS, 2);
-        let mut asks = [3000 * MS, 10 * MS, 3600_000 * MS].into_iter();
+        let mut asks = [3000 * MS, 10 * MS, Duration::from_secs(3600)].into_iter();
         let (r, delays, _) = script(
             &p,
             &[Err("slow"), Err("slow"), Err("slow"), Ok(1)],
