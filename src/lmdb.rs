@@ -20,16 +20,8 @@ use std::thread::ThreadId;
 
 use lmdb_sys as ffi;
 
-pub const MDB_REVERSEKEY: u32 = 0x02;
-pub const MDB_DUPSORT: u32 = 0x04;
-pub const MDB_INTEGERKEY: u32 = 0x08;
-pub const MDB_DUPFIXED: u32 = 0x10;
-pub const MDB_INTEGERDUP: u32 = 0x20;
-pub const MDB_REVERSEDUP: u32 = 0x40;
-/// Every flag that is stored with a DBI (the ones snapshots carry).
-pub const PERSISTENT_DBI_FLAGS: u32 = 0x7e;
-/// LMDB 0.9's compiled-in key size limit.
-pub const MAX_KEY_SIZE: usize = 511;
+pub use crate::core::flags::*;
+
 /// `MDB_CREATE` as an environment flag is `MDB_NOMETASYNC` in LMDB; the Go version sets it when
 /// `create` is on, so we do too for identical durability.
 const GO_CREATE_ENV_FLAG: u32 = 0x40000;
@@ -1049,6 +1041,27 @@ impl Drop for Cursor<'_> {
     fn drop(&mut self) {
         // SAFETY: the cursor is live and its txn still is (the 'txn borrow).
         unsafe { ffi::mdb_cursor_close(self.ptr) };
+    }
+}
+
+/// Runs an LMDB call, retrying it a few times: while an application initialises a fresh LMDB
+/// next to us (PowerDNS creates and upgrades its files on first use) the first attempts to start
+/// a transaction can fail, and that must not end the daemon.
+pub fn retry_lmdb<T>(
+    what: &str,
+    mut f: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let mut attempt = 1;
+    loop {
+        match f() {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < 5 && !e.is_map_full() => {
+                log::warn!(error = e.to_string(), attempt = attempt; "{what} failed, retrying");
+                std::thread::sleep(std::time::Duration::from_millis(200 * attempt));
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 

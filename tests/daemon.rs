@@ -309,7 +309,7 @@ fn stale_reader_of_a_killed_process_is_cleared() {
         let mut txn = env.begin_rw().unwrap();
         let d = txn.create_dbi(b"records", 0).unwrap();
         let mut v = Vec::new();
-        lightningstream::header::write_header(&mut v, 100 + n, txn.id(), 0, false);
+        lightningstream::core::header::write_header(&mut v, 100 + n, txn.id(), 0, false);
         v.extend_from_slice(&value);
         txn.put(d, b"k", &v).unwrap();
         txn.commit().unwrap();

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use lightningstream::header;
+use lightningstream::core::header;
 use lightningstream::lmdb::{Env, EnvOptions, MDB_DUPSORT, Txn};
 
 type Plain = BTreeMap<(Vec<u8>, Vec<u8>), Vec<Vec<u8>>>;

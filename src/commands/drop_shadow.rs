@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::lmdb::Txn;
-use crate::merge::SYNC_PREFIX;
+use crate::core::lww::SYNC_PREFIX;
 
 pub fn run(cfg: &Config) -> anyhow::Result<()> {
     for (name, l) in &cfg.lmdbs {

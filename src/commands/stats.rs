@@ -4,7 +4,7 @@
 use std::io::{self, BufWriter, Write};
 
 use crate::config::Config;
-use crate::display::human_size;
+use crate::core::display::human_size;
 use crate::lmdb::{DbStat, Txn};
 
 /// Bytes of pages a DBI uses.

@@ -10,11 +10,12 @@ mod types;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::core::flags::dbi_flags_string;
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub use expand::expand_env;
 pub use types::{
-    GoDuration, dbi_flags_string, format_size, parse_dbi_flags, parse_size, parse_yaml11_int,
+    GoDuration, format_size, parse_size, parse_yaml11_int,
 };
 use types::{de_bool, de_dbi_flags, de_f32, de_i64, de_size, de_string, de_u32};
 

@@ -7,9 +7,9 @@
 
 pub mod chain;
 pub mod cleaner;
-pub mod load;
+
 pub mod receiver;
-pub mod send;
+
 pub mod sweeper;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -17,20 +17,22 @@ use std::io::{BufWriter, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{RecvTimeoutError, Sender};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
 use crate::lmdb::{Env, Txn};
-use crate::merge::LoadOptions;
+use crate::import::LoadOptions;
 use crate::metrics::metrics;
 use crate::snapshot::Meta;
 use crate::snapshot::encode::ParallelGzip;
-use crate::snapshot::name::SnapshotName;
+use crate::core::name::SnapshotName;
 use crate::status::health::DbHealth;
 use crate::status::update_board;
 use crate::storage::{Storage, put_file};
-use load::{FetchError, Fetched};
+use crate::base::{hostname, now_ns};
+use crate::export;
+use crate::import::load::{self, FetchError, Fetched};
 use receiver::{Background, Gate, Job, Listing, Msg, Permit, list_snapshots, sleep_unless_stopped};
 
 /// At most this many snapshots are merged in a row while local changes wait to be snapshotted.
@@ -63,7 +65,7 @@ pub struct SyncOptions {
     /// Write-lock bound of native-mode merges (`merge_lock_duration`, `merge_release_duration`).
     pub merge_limits: load::SliceLimits,
     /// Deltas between full snapshots (`deltas.enabled`); `None` writes full snapshots only.
-    pub deltas: Option<send::DeltaSettings>,
+    pub deltas: Option<export::DeltaSettings>,
 }
 
 pub struct Syncer {
@@ -94,7 +96,7 @@ pub struct Syncer {
     /// snapshot time in ns), updated after every stored snapshot.
     committed: Option<Arc<std::sync::Mutex<BTreeMap<String, i64>>>>,
     /// What this process stored last (the next delta continues it).
-    stored: Option<send::Stored>,
+    stored: Option<export::Stored>,
     /// Per instance, the chain of its objects merged here.
     chains: BTreeMap<String, chain::Chain>,
     /// Per instance, the delta at which its chain was last found broken, the number of the
@@ -102,42 +104,6 @@ pub struct Syncer {
     gaps: BTreeMap<String, (String, u64, bool)>,
     /// Listings received so far (numbers them for `gaps`).
     listings: u64,
-}
-
-pub fn now_ns() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
-}
-
-/// The OS host name (Meta.hostname, and the instance name when none is configured): the UTS
-/// name gethostname(2) returns, read from /proc so that `unsafe` stays in the LMDB wrapper.
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim_end_matches('\n').to_string())
-        .unwrap_or_default()
-}
-
-/// Runs an LMDB call, retrying it a few times: while an application initialises a fresh LMDB
-/// next to us (PowerDNS creates and upgrades its files on first use) the first attempts to start
-/// a transaction can fail, and that must not end the daemon.
-pub(crate) fn retry_lmdb<T>(
-    what: &str,
-    mut f: impl FnMut() -> Result<T, crate::lmdb::LmdbError>,
-) -> Result<T, crate::lmdb::LmdbError> {
-    let mut attempt = 1;
-    loop {
-        match f() {
-            Ok(v) => return Ok(v),
-            Err(e) if attempt < 5 && !e.is_map_full() => {
-                log::warn!(error = e.to_string(), attempt = attempt; "{what} failed, retrying");
-                std::thread::sleep(Duration::from_millis(200 * attempt));
-                attempt += 1;
-            }
-            Err(e) => return Err(e),
-        }
-    }
 }
 
 fn shorthash(name: &str) -> String {
@@ -149,7 +115,7 @@ fn shorthash(name: &str) -> String {
 /// An object dumped to a temporary file, ready to store.
 struct Dumped {
     file: std::fs::File,
-    stats: send::SnapshotStats,
+    stats: export::SnapshotStats,
     name: String,
     delta: bool,
     /// The time in its name.
@@ -428,7 +394,7 @@ impl Syncer {
             let meta_txn_id = u64::try_from(fetched.index.meta.lmdb_txn_id).unwrap_or(0);
             let is_delta = matches!(
                 SnapshotName::parse_object(&name),
-                Ok((_, crate::snapshot::name::Kind::Delta { .. }))
+                Ok((_, crate::core::name::Kind::Delta { .. }))
             );
             let t0 = Instant::now();
             let merged = load::merge(
@@ -511,7 +477,7 @@ impl Syncer {
         txn: &T,
         meta: &Meta,
         after: Option<u64>,
-    ) -> anyhow::Result<Option<(std::fs::File, send::SnapshotStats)>> {
+    ) -> anyhow::Result<Option<(std::fs::File, export::SnapshotStats)>> {
         let file = tempfile::tempfile().context("creating a temporary file for the snapshot")?;
         // Compression runs on worker threads, beside the LMDB reading and encoding.
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
@@ -519,8 +485,8 @@ impl Syncer {
             .context("starting the compression threads")?;
         let (shadow, hack) = (!self.load_opts.native, self.load_opts.dupsort_hack);
         let written = match after {
-            Some(a) => send::write_delta(txn, meta, gz, shadow, hack, a),
-            None => send::write_snapshot(txn, meta, gz, shadow, hack).map(Some),
+            Some(a) => export::write_delta(txn, meta, gz, shadow, hack, a),
+            None => export::write_snapshot(txn, meta, gz, shadow, hack).map(Some),
         }
         .with_context(|| format!("creating snapshot of LMDB {:?}", self.db))?;
         let Some((gz, stats)) = written else {
@@ -544,7 +510,7 @@ impl Syncer {
         ts: i64,
         forced: bool,
     ) -> anyhow::Result<Vec<Dumped>> {
-        let plan = send::plan(
+        let plan = export::plan(
             self.opts.deltas.as_ref(),
             self.stored.as_ref(),
             txn_id,
@@ -553,15 +519,15 @@ impl Syncer {
         );
         let mut out = Vec::new();
         let (reason, bridge) = match plan {
-            send::Plan::Nothing => return Ok(out),
-            send::Plan::Delta { from } => match self.dump_delta(txn, txn_id, ts, from)? {
+            export::Plan::Nothing => return Ok(out),
+            export::Plan::Delta { from } => match self.dump_delta(txn, txn_id, ts, from)? {
                 // Nothing new (a change that left no header behind): nothing to say.
                 Some(d) if d.stats.entries == 0 => return Ok(out),
                 Some(d) => return Ok(vec![d]),
                 None => ("delta too large", None),
             },
-            send::Plan::Bridge { from, reason } => (reason, Some(from)),
-            send::Plan::Full(reason) => (reason, None),
+            export::Plan::Bridge { from, reason } => (reason, Some(from)),
+            export::Plan::Full(reason) => (reason, None),
         };
         // The bridging delta is stored even when empty: it says the chain reaches `txn_id`.
         if let Some(from) = bridge
@@ -613,7 +579,7 @@ impl Syncer {
     fn send_once(&mut self, forced: bool) -> anyhow::Result<u64> {
         let t0 = Instant::now();
         let (txn_id, _ts, dumped, time_acquire, time_copy_shadow) = if self.load_opts.native {
-            let txn = retry_lmdb("Starting a read transaction", || self.env.begin_ro())
+            let txn = crate::lmdb::retry_lmdb("Starting a read transaction", || self.env.begin_ro())
                 .context("starting read transaction")?;
             let ts = now_ns();
             let txn_id = txn.id();
@@ -625,11 +591,11 @@ impl Syncer {
             };
             (txn_id, ts, dumped, time_acquire, Duration::ZERO)
         } else {
-            let mut txn = retry_lmdb("Starting a write transaction", || self.env.begin_rw())
+            let mut txn = crate::lmdb::retry_lmdb("Starting a write transaction", || self.env.begin_rw())
                 .context("starting write transaction")?;
             let ts = now_ns();
             let time_acquire = t0.elapsed();
-            let pass = crate::shadow::main_to_shadow(
+            let pass = crate::import::shadow::main_to_shadow(
                 &mut txn,
                 ts.max(1) as u64,
                 self.load_opts.dupsort_hack,
@@ -693,12 +659,12 @@ impl Syncer {
         self.store_with_retries(&name, &mut file)?;
         m.store_bytes.inc_by(size as f64);
         self.stored = Some(match (delta, self.stored) {
-            (true, Some(s)) => send::Stored {
+            (true, Some(s)) => export::Stored {
                 txn_id,
                 deltas: s.deltas + 1,
                 ..s
             },
-            _ => send::Stored {
+            _ => export::Stored {
                 txn_id,
                 full_at: Instant::now(),
                 deltas: 0,
@@ -800,9 +766,9 @@ impl Syncer {
         if !self.load_opts.native && has_data_at_start {
             // Data found at start-up gets timestamp 1 ns: anything written anywhere since wins.
             log::info!(db = self.db; "Syncing main to shadow, in case data was changed before start");
-            let mut txn = retry_lmdb("Starting a write transaction", || self.env.begin_rw())
+            let mut txn = crate::lmdb::retry_lmdb("Starting a write transaction", || self.env.begin_rw())
                 .context("starting write transaction")?;
-            crate::shadow::main_to_shadow(&mut txn, 1, self.load_opts.dupsort_hack, 0)
+            crate::import::shadow::main_to_shadow(&mut txn, 1, self.load_opts.dupsort_hack, 0)
                 .with_context(|| format!("syncing main to shadow in LMDB {:?}", self.db))?;
             txn.commit().context("committing the shadow update")?;
         }
@@ -819,7 +785,7 @@ impl Syncer {
             // The downloaders compare snapshots with the DBIs whose handles are published (see
             // `merge::diff`); publishing them now, from this thread, lets the very first load
             // be compared too.
-            let txn = retry_lmdb("Starting a read transaction", || self.env.begin_ro())
+            let txn = crate::lmdb::retry_lmdb("Starting a read transaction", || self.env.begin_ro())
                 .context("starting a read transaction")?;
             for name in txn.list_dbis().context("listing DBIs")? {
                 if let Err(e) = txn.open_dbi(&name) {

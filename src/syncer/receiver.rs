@@ -17,11 +17,11 @@ use std::time::Instant;
 
 use crate::lmdb::Env;
 use crate::metrics::metrics;
-use crate::snapshot::name::SnapshotName;
+use crate::core::name::SnapshotName;
 use crate::status::health::DbHealth;
 use crate::storage::Storage;
 
-use super::load::{FetchError, Fetched, fetch};
+use crate::import::load::{FetchError, Fetched, fetch};
 
 /// Valid snapshot and delta names of one db, per instance, oldest first.
 pub type Listing = BTreeMap<String, Vec<String>>;

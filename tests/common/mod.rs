@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use lightningstream::header;
+use lightningstream::core::header;
 use lightningstream::lmdb::{Env, EnvOptions, Txn};
 
 pub fn bin() -> &'static str {

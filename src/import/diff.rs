@@ -10,7 +10,10 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 
-use super::{Action, MergeParams, READ_RENEW_EVERY, SYNC_PREFIX, Walk, lossy, plan_entry};
+use super::sliced::{READ_RENEW_EVERY, Walk};
+use super::{Action, plan_entry};
+use crate::core::display::lossy;
+use crate::core::lww::{MergeParams, SYNC_PREFIX};
 use crate::lmdb::{Env, Txn};
 use crate::snapshot::KvRef;
 use crate::snapshot::decode::{DecodeError, EntrySource, ScanningReader, SnapshotIndex};
