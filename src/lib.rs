@@ -21,6 +21,7 @@ pub mod import;
 pub mod lmdb;
 pub mod logging;
 pub mod metrics;
+pub mod pipeline;
 
 pub mod snapshot;
 pub mod status;

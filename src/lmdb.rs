@@ -1047,10 +1047,7 @@ impl Drop for Cursor<'_> {
 /// Runs an LMDB call, retrying it a few times: while an application initialises a fresh LMDB
 /// next to us (PowerDNS creates and upgrades its files on first use) the first attempts to start
 /// a transaction can fail, and that must not end the daemon.
-pub fn retry_lmdb<T>(
-    what: &str,
-    mut f: impl FnMut() -> Result<T>,
-) -> Result<T> {
+pub fn retry_lmdb<T>(what: &str, mut f: impl FnMut() -> Result<T>) -> Result<T> {
     let mut attempt = 1;
     loop {
         match f() {

@@ -4,12 +4,12 @@
 
 use std::io::{self, BufWriter, Write};
 
+use crate::base::now_ns;
 use crate::cli::DumpCmd;
 use crate::config::Config;
 use crate::core::display::display_ascii;
-use crate::lmdb::Txn;
 use crate::core::lww::SYNC_PREFIX;
-use crate::base::now_ns;
+use crate::lmdb::Txn;
 
 pub fn run(cfg: &Config, cmd: &DumpCmd) -> anyhow::Result<()> {
     let stdout = io::stdout();

@@ -72,13 +72,10 @@ fn run(
             max: cfg.merge_lock_duration.as_std(),
             pause: cfg.merge_release_duration.as_std(),
         },
-        deltas: cfg
-            .deltas
-            .enabled
-            .then(|| crate::export::DeltaSettings {
-                full_interval: cfg.deltas.full_snapshot_interval.as_std(),
-                max_deltas: u64::try_from(cfg.deltas.max_deltas).unwrap_or(1),
-            }),
+        deltas: cfg.deltas.enabled.then(|| crate::export::DeltaSettings {
+            full_interval: cfg.deltas.full_snapshot_interval.as_std(),
+            max_deltas: u64::try_from(cfg.deltas.max_deltas).unwrap_or(1),
+        }),
     };
     if opts.log_stats_interval.is_zero() {
         log::info!("LMDB stats logging disabled");

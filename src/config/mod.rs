@@ -14,9 +14,7 @@ use crate::core::flags::dbi_flags_string;
 use serde::{Deserialize, Deserializer, Serialize};
 
 pub use expand::expand_env;
-pub use types::{
-    GoDuration, format_size, parse_size, parse_yaml11_int,
-};
+pub use types::{GoDuration, format_size, parse_size, parse_yaml11_int};
 use types::{de_bool, de_dbi_flags, de_f32, de_i64, de_size, de_string, de_u32};
 
 /// A config problem, located as precisely as possible.

@@ -10,10 +10,10 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use crate::core::header;
-use crate::lmdb::{LmdbError, MDB_DUPSORT, Txn};
 use crate::core::display::{key_for_humans, lossy};
+use crate::core::header;
 use crate::core::lww::SYNC_PREFIX;
+use crate::lmdb::{LmdbError, MDB_DUPSORT, Txn};
 use crate::snapshot::encode::{SnapshotWriter, kv_field_len};
 use crate::snapshot::{DbiInfo, KvRef, Meta, TRANSFORM_DUPSORT_HACK};
 

@@ -232,4 +232,3 @@ fn plan_entry(
 
 mod sliced;
 pub use sliced::{SLICE_CHECK_EVERY, SliceClock, SlicedLoad, load_native_sliced};
-

@@ -8,11 +8,11 @@
 
 use std::cmp::Ordering;
 
-use crate::core::header::{self, FLAG_DELETED};
-use crate::lmdb::{Dbi, LmdbError, MDB_DUPSORT, RwTxn, Txn};
 use crate::core::display::{key_for_humans, lossy};
+use crate::core::header::{self, FLAG_DELETED};
 use crate::core::lww::{Decision, MergeParams, SYNC_PREFIX, merge_entry};
 use crate::core::shadow::{ALLOWED_SHADOW_FLAGS, dupsort_decode, dupsort_encode, shadow_name};
+use crate::lmdb::{Dbi, LmdbError, MDB_DUPSORT, RwTxn, Txn};
 use crate::snapshot::KvRef;
 
 /// Entries read per batch; writes happen between batches.

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::{DbBoard, DbInfo, used_bytes};
-use crate::core::flags::dbi_flags_string;
 use crate::core::display::human_size;
+use crate::core::flags::dbi_flags_string;
 use crate::core::name::SnapshotName;
 
 fn esc(s: &str) -> String {
@@ -89,8 +89,11 @@ pub fn render(dbs: &[DbInfo], boards: &BTreeMap<String, DbBoard>) -> String {
                 "in progress"
             },
             match &b.last_stored {
-                Some((name, ts)) =>
-                    format!("{} ({})", esc(name), crate::core::display::rfc3339_nano(*ts)),
+                Some((name, ts)) => format!(
+                    "{} ({})",
+                    esc(name),
+                    crate::core::display::rfc3339_nano(*ts)
+                ),
                 None => "none yet".to_string(),
             }
         );

@@ -15,8 +15,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::metrics::metrics;
 use crate::core::name::{Kind, SnapshotName};
+use crate::metrics::metrics;
 use crate::storage::Storage;
 
 use super::receiver::sleep_unless_stopped;

@@ -21,18 +21,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use crate::lmdb::{Env, Txn};
-use crate::import::LoadOptions;
-use crate::metrics::metrics;
-use crate::snapshot::Meta;
-use crate::snapshot::encode::ParallelGzip;
+use crate::base::{hostname, now_ns};
 use crate::core::name::SnapshotName;
+use crate::export;
+use crate::import::LoadOptions;
+use crate::import::load::{self, FetchError, Fetched};
+use crate::lmdb::{Env, Txn};
+use crate::metrics::metrics;
+use crate::pipeline::ParallelGzip;
+use crate::snapshot::Meta;
 use crate::status::health::DbHealth;
 use crate::status::update_board;
 use crate::storage::{Storage, put_file};
-use crate::base::{hostname, now_ns};
-use crate::export;
-use crate::import::load::{self, FetchError, Fetched};
 use receiver::{Background, Gate, Job, Listing, Msg, Permit, list_snapshots, sleep_unless_stopped};
 
 /// At most this many snapshots are merged in a row while local changes wait to be snapshotted.
@@ -579,8 +579,9 @@ impl Syncer {
     fn send_once(&mut self, forced: bool) -> anyhow::Result<u64> {
         let t0 = Instant::now();
         let (txn_id, _ts, dumped, time_acquire, time_copy_shadow) = if self.load_opts.native {
-            let txn = crate::lmdb::retry_lmdb("Starting a read transaction", || self.env.begin_ro())
-                .context("starting read transaction")?;
+            let txn =
+                crate::lmdb::retry_lmdb("Starting a read transaction", || self.env.begin_ro())
+                    .context("starting read transaction")?;
             let ts = now_ns();
             let txn_id = txn.id();
             let time_acquire = t0.elapsed();
@@ -591,8 +592,9 @@ impl Syncer {
             };
             (txn_id, ts, dumped, time_acquire, Duration::ZERO)
         } else {
-            let mut txn = crate::lmdb::retry_lmdb("Starting a write transaction", || self.env.begin_rw())
-                .context("starting write transaction")?;
+            let mut txn =
+                crate::lmdb::retry_lmdb("Starting a write transaction", || self.env.begin_rw())
+                    .context("starting write transaction")?;
             let ts = now_ns();
             let time_acquire = t0.elapsed();
             let pass = crate::import::shadow::main_to_shadow(
@@ -766,8 +768,9 @@ impl Syncer {
         if !self.load_opts.native && has_data_at_start {
             // Data found at start-up gets timestamp 1 ns: anything written anywhere since wins.
             log::info!(db = self.db; "Syncing main to shadow, in case data was changed before start");
-            let mut txn = crate::lmdb::retry_lmdb("Starting a write transaction", || self.env.begin_rw())
-                .context("starting write transaction")?;
+            let mut txn =
+                crate::lmdb::retry_lmdb("Starting a write transaction", || self.env.begin_rw())
+                    .context("starting write transaction")?;
             crate::import::shadow::main_to_shadow(&mut txn, 1, self.load_opts.dupsort_hack, 0)
                 .with_context(|| format!("syncing main to shadow in LMDB {:?}", self.db))?;
             txn.commit().context("committing the shadow update")?;
@@ -785,8 +788,9 @@ impl Syncer {
             // The downloaders compare snapshots with the DBIs whose handles are published (see
             // `merge::diff`); publishing them now, from this thread, lets the very first load
             // be compared too.
-            let txn = crate::lmdb::retry_lmdb("Starting a read transaction", || self.env.begin_ro())
-                .context("starting a read transaction")?;
+            let txn =
+                crate::lmdb::retry_lmdb("Starting a read transaction", || self.env.begin_ro())
+                    .context("starting a read transaction")?;
             for name in txn.list_dbis().context("listing DBIs")? {
                 if let Err(e) = txn.open_dbi(&name) {
                     log::debug!(db = self.db, dbi = String::from_utf8_lossy(&name), error = e.to_string(); "Could not open DBI");

@@ -15,9 +15,9 @@ use std::time::Duration;
 
 use std::time::Instant;
 
+use crate::core::name::SnapshotName;
 use crate::lmdb::Env;
 use crate::metrics::metrics;
-use crate::core::name::SnapshotName;
 use crate::status::health::DbHealth;
 use crate::storage::Storage;
 

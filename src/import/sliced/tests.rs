@@ -24,14 +24,9 @@ fn snapshot_of(src: &Env) -> Vec<u8> {
         database_name: b"main".to_vec(),
         from_lmdb_txn_id: 0,
     };
-    let (gz, _) = crate::export::write_snapshot(
-        &txn,
-        &meta,
-        GzipWriter::new(Vec::new()),
-        false,
-        false,
-    )
-    .unwrap();
+    let (gz, _) =
+        crate::export::write_snapshot(&txn, &meta, GzipWriter::new(Vec::new()), false, false)
+            .unwrap();
     gz.finish().unwrap()
 }
 
