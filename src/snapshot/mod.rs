@@ -6,9 +6,10 @@
 
 pub mod decode;
 pub mod encode;
+#[cfg(test)]
 #[allow(clippy::all, dead_code, unused_imports, non_snake_case, non_camel_case_types)]
 #[rustfmt::skip]
-pub mod pb;
+mod pb;
 mod wire;
 
 /// Format version written, and the oldest reader version that can read what we write.
