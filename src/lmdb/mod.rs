@@ -158,6 +158,13 @@ pub struct DbStat {
     pub entries: u64,
 }
 
+impl DbStat {
+    /// Bytes of the pages in use (branch, leaf and overflow), as `stats` and the metrics report.
+    pub fn used_bytes(&self) -> u64 {
+        u64::from(self.page_size) * (self.branch_pages + self.leaf_pages + self.overflow_pages)
+    }
+}
+
 impl From<ffi::MDB_stat> for DbStat {
     fn from(s: ffi::MDB_stat) -> Self {
         DbStat {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::{DbBoard, DbInfo, used_bytes};
+use super::{DbBoard, DbInfo};
 use crate::core::display::human_size;
 use crate::core::flags::dbi_flags_string;
 use crate::core::name::SnapshotName;
@@ -134,7 +134,7 @@ pub fn render(dbs: &[DbInfo], boards: &BTreeMap<String, DbBoard>) -> String {
                 "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
                  <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
                 esc(name),
-                human_size(used_bytes(s)),
+                human_size(s.used_bytes()),
                 s.entries,
                 s.depth,
                 s.branch_pages,

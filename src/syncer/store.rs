@@ -30,14 +30,7 @@ impl Syncer {
             let ts = now_ns();
             let txn_id = txn.id();
             let time_acquire = t0.elapsed();
-            let dumped = if self.opts.receive_only {
-                None
-            } else {
-                Some(
-                    self.dumper
-                        .dump_planned(&txn, stored.as_ref(), txn_id, ts, forced)?,
-                )
-            };
+            let dumped = self.dump(&txn, stored.as_ref(), txn_id, ts, forced)?;
             (txn_id, dumped, time_acquire, Duration::ZERO)
         } else {
             let mut txn =
@@ -60,14 +53,7 @@ impl Syncer {
                 txn.id() - 1
             };
             self.observer.shadow_synced(txn_id, time_copy_shadow);
-            let dumped = if self.opts.receive_only {
-                None
-            } else {
-                Some(
-                    self.dumper
-                        .dump_planned(&txn, stored.as_ref(), txn_id, ts, forced)?,
-                )
-            };
+            let dumped = self.dump(&txn, stored.as_ref(), txn_id, ts, forced)?;
             txn.commit().context("committing the shadow update")?;
             (txn_id, dumped, time_acquire, time_copy_shadow)
         };
@@ -80,6 +66,22 @@ impl Syncer {
             self.store_dumped(d, txn_id, t0, [time_acquire, time_copy_shadow, time_dump])?;
         }
         Ok(txn_id)
+    }
+
+    /// What the export plan asks to store at `txn_id`; `None` in receive-only mode.
+    fn dump<T: Txn>(
+        &self,
+        txn: &T,
+        stored: Option<&export::Stored>,
+        txn_id: u64,
+        ts: i64,
+        forced: bool,
+    ) -> anyhow::Result<Option<Vec<Dumped>>> {
+        if self.opts.receive_only {
+            return Ok(None);
+        }
+        let dumped = self.dumper.dump_planned(txn, stored, txn_id, ts, forced)?;
+        Ok(Some(dumped))
     }
 
     /// Stores one dumped object of the read at `txn_id` and records it; `times` are the
