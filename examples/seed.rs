@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use lightningstream::header;
+use lightningstream::core::header;
 use lightningstream::lmdb::{Env, EnvOptions, Txn};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,18 +1,28 @@
 //! Lightning Stream in Rust: syncs LMDB databases (above all PowerDNS Authoritative's LMDB
 //! backend) through an object store, compatible with the Go implementation's bucket objects,
 //! value headers, configuration and command line.
+//!
+//! Layers, each using only those below it (README "Layout"; `tests/module-graph.py` checks it):
+//! `core` (pure rules and formats) and `base`; the `lmdb` wrapper, the `snapshot` codec,
+//! `config`, `logging`, `metrics`, `retry`; `storage` backends and the threaded `pipeline`;
+//! `export` (LMDB to objects) and `import` (objects to LMDB); `status`; `syncer`; `commands`.
 
+// `unsafe` is confined to the LMDB wrapper, which allows it for itself.
+#![deny(unsafe_code)]
+
+pub mod base;
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod display;
-pub mod header;
+pub mod core;
+pub mod export;
+pub mod import;
+#[allow(unsafe_code)]
 pub mod lmdb;
 pub mod logging;
-pub mod merge;
 pub mod metrics;
+pub mod pipeline;
 pub mod retry;
-pub mod shadow;
 pub mod snapshot;
 pub mod status;
 pub mod storage;

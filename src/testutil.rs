@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::header;
+use crate::core::header;
 use crate::lmdb::{Env, EnvOptions};
 
 /// A fresh no-subdir LMDB `dir/name` with room for a few DBIs.

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use lightningstream::snapshot::name::SnapshotName;
+use lightningstream::core::name::SnapshotName;
 
 fn input(name: &str) -> Vec<u8> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

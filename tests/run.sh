@@ -27,6 +27,8 @@ echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "== module graph (no cycles between the crate's modules)"
+python3 tests/module-graph.py
 
 # With the shared reference material beside the project, the vector tests must run, not skip.
 if [ -d ../shared/vectors ]; then

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use lightningstream::header;
+use lightningstream::core::header;
 use lightningstream::lmdb::{Env, Txn};
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -569,16 +569,7 @@ fn main() {
             outage_log.push((kind, t - start));
             outage_end = None;
         }
-        restarts.retain(|(at, i)| {
-            if *at <= t {
-                if nodes[*i].child.is_none() {
-                    nodes[*i].start(&a.bin, t);
-                }
-                false
-            } else {
-                true
-            }
-        });
+        restart_due(&mut nodes, &mut restarts, &a.bin, t);
         reap(&mut nodes, &mut restarts, &mut self_exits, t);
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -615,16 +606,7 @@ fn main() {
     while t_quiet.elapsed() < CONVERGE_TIMEOUT {
         let t = secs();
         reap(&mut nodes, &mut restarts, &mut self_exits, t);
-        restarts.retain(|(at, i)| {
-            if *at <= t {
-                if nodes[*i].child.is_none() {
-                    nodes[*i].start(&a.bin, t);
-                }
-                false
-            } else {
-                true
-            }
-        });
+        restart_due(&mut nodes, &mut restarts, &a.bin, t);
         last = dumps(&nodes);
         if last.iter().all(|d| *d == last[0]) {
             converged = Some(t_quiet.elapsed());
@@ -876,4 +858,18 @@ fn main() {
     }
     println!("chaos: {} passed, {} failed", c.passed, c.failed);
     std::process::exit(if c.failed > 0 { 1 } else { 0 });
+}
+
+/// Starts the daemons whose restart time has come (unless already running again).
+fn restart_due(nodes: &mut [Node], restarts: &mut Vec<(f64, usize)>, bin: &Path, t: f64) {
+    restarts.retain(|(at, i)| {
+        if *at <= t {
+            if nodes[*i].child.is_none() {
+                nodes[*i].start(bin, t);
+            }
+            false
+        } else {
+            true
+        }
+    });
 }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use lightningstream::header;
+use lightningstream::core::header;
 use lightningstream::lmdb::{Env, Txn};
 
 use crate::rng;

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lightningstream::snapshot::name::{SnapshotName, format_timestamp};
+use lightningstream::core::name::{SnapshotName, format_timestamp};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -8,8 +8,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use lightningstream::header::{self, FLAG_DELETED, HEADER_SIZE, HeaderError};
-use lightningstream::merge::{Decision, MergeParams, merge_entry};
+use lightningstream::core::header::{self, FLAG_DELETED, HEADER_SIZE, HeaderError};
+use lightningstream::import::{Decision, MergeParams, merge_entry};
 use lightningstream::snapshot::KvRef;
 
 fuzz_target!(|data: &[u8]| {

@@ -14,11 +14,11 @@
 use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
-use lightningstream::header;
+use lightningstream::core::header;
 use lightningstream::lmdb::{Env, EnvOptions, MDB_DUPSORT, MDB_INTEGERKEY, RwTxn};
-use lightningstream::merge::diff::scan_and_diff;
-use lightningstream::merge::{LoadError, LoadOptions, SYNC_PREFIX, load_snapshot};
-use lightningstream::shadow::{main_to_shadow, shadow_to_main};
+use lightningstream::import::diff::scan_and_diff;
+use lightningstream::import::{LoadError, LoadOptions, SYNC_PREFIX, load_snapshot};
+use lightningstream::import::shadow::{main_to_shadow, shadow_to_main};
 use lightningstream::snapshot::decode::{EntryReader, ScanningReader, SnapshotIndex, scan};
 
 /// Timestamp given to local changes by main→shadow, and the tombstone cutoff: inside the range
@@ -174,7 +174,7 @@ fn expected_entries(index: &SnapshotIndex) -> u64 {
         .sum()
 }
 
-fn check_load(r: Result<lightningstream::merge::LoadStats, LoadError>, index: &SnapshotIndex) {
+fn check_load(r: Result<lightningstream::import::LoadStats, LoadError>, index: &SnapshotIndex) {
     match r {
         Ok(stats) => {
             assert_eq!(stats.entries, expected_entries(index), "{stats:?}");

@@ -3,8 +3,8 @@
 //! (native). A db that fails is logged and the others still run, as upstream does.
 
 use crate::config::Config;
+use crate::core::lww::SYNC_PREFIX;
 use crate::lmdb::Txn;
-use crate::merge::SYNC_PREFIX;
 
 pub fn run(cfg: &Config) -> anyhow::Result<()> {
     for (name, l) in &cfg.lmdbs {

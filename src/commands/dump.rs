@@ -4,12 +4,12 @@
 
 use std::io::{self, BufWriter, Write};
 
+use crate::base::now_ns;
 use crate::cli::DumpCmd;
 use crate::config::Config;
-use crate::display::display_ascii;
+use crate::core::display::display_ascii;
+use crate::core::lww::SYNC_PREFIX;
 use crate::lmdb::Txn;
-use crate::merge::SYNC_PREFIX;
-use crate::syncer::now_ns;
 
 pub fn run(cfg: &Config, cmd: &DumpCmd) -> anyhow::Result<()> {
     let stdout = io::stdout();

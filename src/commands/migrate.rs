@@ -8,10 +8,10 @@ use anyhow::{Context, anyhow, bail};
 
 use crate::cli::MigrateTimestampsCmd;
 use crate::config::Config;
-use crate::header::{self, FLAG_DELETED};
+use crate::core::display::key_for_humans;
+use crate::core::header::{self, FLAG_DELETED};
+use crate::import::shadow::{ShadowError, for_each_batch};
 use crate::lmdb::Txn;
-use crate::merge::key_for_humans;
-use crate::shadow::{ShadowError, for_each_batch};
 
 pub fn run(cfg: &Config, c: &MigrateTimestampsCmd) -> anyhow::Result<()> {
     let l = cfg

@@ -192,18 +192,18 @@ pub fn open_lmdb(name: &str, l: &LmdbConfig) -> anyhow::Result<Arc<Env>> {
     let env = Env::open(std::path::Path::new(&l.path), &opts)
         .with_context(|| format!("opening LMDB {name:?} at {:?}", l.path))?;
     let info = env.info().with_context(|| format!("LMDB {name:?} info"))?;
-    log::info!(db = name, MapSize = crate::display::human_size(info.map_size), LastTxnID = info.last_txn_id; "Env info");
+    log::info!(db = name, MapSize = crate::core::display::human_size(info.map_size), LastTxnID = info.last_txn_id; "Env info");
     Ok(env)
 }
 
 /// The instance name: configured, or the host name, sanitised as the Go version does.
 pub fn instance_name(cfg: &Config) -> anyhow::Result<String> {
     let raw = if cfg.instance.is_empty() {
-        crate::syncer::hostname()
+        crate::base::hostname()
     } else {
         cfg.instance.clone()
     };
-    let name = crate::snapshot::name::sanitize_instance(&raw);
+    let name = crate::core::name::sanitize_instance(&raw);
     if name.is_empty() {
         bail!("instance name could not be determined, please provide one with --instance");
     }

@@ -9,13 +9,14 @@ use anyhow::{Context, bail};
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
+use crate::base::now_ns;
 use crate::cli::{GetCmd, ListCmd, PutCmd, SnapshotDumpCmd, SnapshotsCommand};
-use crate::config::{Config, GoDuration, dbi_flags_string};
-use crate::display::{display_ascii, go_time_string};
+use crate::config::{Config, GoDuration};
+use crate::core::display::{display_ascii, go_time_string};
+use crate::core::flags::dbi_flags_string;
+use crate::core::name::SnapshotName;
 use crate::snapshot::decode::{EntryReader, SnapshotIndex, scan};
-use crate::snapshot::name::SnapshotName;
 use crate::storage::{Storage, put_file};
-use crate::syncer::now_ns;
 
 /// Each `snapshots` operation must finish within a minute, as in the Go version, so a script
 /// never hangs on an unreachable bucket.

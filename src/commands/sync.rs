@@ -9,7 +9,7 @@ use anyhow::{Context, anyhow};
 
 use crate::cli::{ReceiveCmd, SyncCmd};
 use crate::config::Config;
-use crate::merge::LoadOptions;
+use crate::import::LoadOptions;
 use crate::status::StatusContext;
 use crate::status::health::{DbHealth, health};
 use crate::syncer::cleaner::{self, Cleaner};
@@ -68,17 +68,14 @@ fn run(
         log_stats_interval: cfg.lmdb_log_stats_interval.as_std(),
         log_stats_smaps: cfg.lmdb_scrape_smaps,
         max_uncompressed: cfg.snapshot_max_uncompressed_size,
-        merge_limits: crate::syncer::load::SliceLimits {
+        merge_limits: crate::import::load::SliceLimits {
             max: cfg.merge_lock_duration.as_std(),
             pause: cfg.merge_release_duration.as_std(),
         },
-        deltas: cfg
-            .deltas
-            .enabled
-            .then(|| crate::syncer::send::DeltaSettings {
-                full_interval: cfg.deltas.full_snapshot_interval.as_std(),
-                max_deltas: u64::try_from(cfg.deltas.max_deltas).unwrap_or(1),
-            }),
+        deltas: cfg.deltas.enabled.then(|| crate::export::DeltaSettings {
+            full_interval: cfg.deltas.full_snapshot_interval.as_std(),
+            max_deltas: u64::try_from(cfg.deltas.max_deltas).unwrap_or(1),
+        }),
     };
     if opts.log_stats_interval.is_zero() {
         log::info!("LMDB stats logging disabled");
@@ -261,13 +258,16 @@ fn wait_for_marker(
     name: &str,
     stop: &AtomicBool,
 ) {
+    log::info!("waiting for marker file '{name}' before syncing");
     while !stop.load(Ordering::Relaxed) {
         match storage.get(name) {
             Ok(_) => {
                 log::info!("marker file '{name}' found, proceeding");
                 return;
             }
-            Err(e) if e.is_not_found() => {}
+            Err(e) if e.is_not_found() => {
+                log::debug!("marker file '{name}' not found yet");
+            }
             Err(e) => {
                 log::error!(error = e.to_string(); "unable to check storage for marker file");
             }

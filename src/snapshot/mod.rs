@@ -6,10 +6,10 @@
 
 pub mod decode;
 pub mod encode;
-pub mod name;
+#[cfg(test)]
 #[allow(clippy::all, dead_code, unused_imports, non_snake_case, non_camel_case_types)]
 #[rustfmt::skip]
-pub mod pb;
+mod pb;
 mod wire;
 
 /// Format version written, and the oldest reader version that can read what we write.
@@ -31,35 +31,7 @@ pub struct Meta {
     pub from_lmdb_txn_id: i64,
 }
 
-/// One entry as it travels in a snapshot: application value without header, header timestamp,
-/// header flags masked to the synced bits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KvRef<'a> {
-    pub key: &'a [u8],
-    pub value: &'a [u8],
-    pub timestamp_nano: u64,
-    pub flags: u32,
-}
-
-/// An owned [`KvRef`], for tests and tools.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct OwnedKv {
-    pub key: Vec<u8>,
-    pub value: Vec<u8>,
-    pub timestamp_nano: u64,
-    pub flags: u32,
-}
-
-impl From<KvRef<'_>> for OwnedKv {
-    fn from(kv: KvRef<'_>) -> Self {
-        OwnedKv {
-            key: kv.key.to_vec(),
-            value: kv.value.to_vec(),
-            timestamp_nano: kv.timestamp_nano,
-            flags: kv.flags,
-        }
-    }
-}
+pub use crate::core::kv::{KvRef, OwnedKv};
 
 /// The header fields of a DBI message.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -62,11 +62,11 @@ fn round_secs(d: Duration) -> String {
 impl Health {
     pub fn new() -> Health {
         let mut meta = BTreeMap::new();
-        let host = crate::syncer::hostname();
+        let host = crate::base::hostname();
         if !host.is_empty() {
             meta.insert("hostname".to_string(), Value::from(host));
         }
-        meta.insert("version".to_string(), Value::from(crate::commands::VERSION));
+        meta.insert("version".to_string(), Value::from(crate::base::VERSION));
         Health {
             checks: Mutex::new(BTreeMap::new()),
             meta: Mutex::new(meta),
@@ -550,7 +550,7 @@ mod tests {
         assert_eq!(body["status"], "OK");
         assert!(body["failures"].as_object().unwrap().is_empty());
         assert!(body["runtime"]["goroutines_count"].as_u64().unwrap() >= 1);
-        assert_eq!(body["metadata"]["version"], crate::commands::VERSION);
+        assert_eq!(body["metadata"]["version"], crate::base::VERSION);
 
         let mut result = CheckResult::Warn("slow".into());
         h.register("a_check", Duration::from_secs(1), move || {

@@ -26,12 +26,8 @@ pub struct DbInfo {
 
 impl DbInfo {
     pub fn used(&self) -> u64 {
-        self.dbis.iter().map(|(_, _, s)| used_bytes(s)).sum()
+        self.dbis.iter().map(|(_, _, s)| s.used_bytes()).sum()
     }
-}
-
-pub fn used_bytes(s: &DbStat) -> u64 {
-    u64::from(s.page_size) * (s.branch_pages + s.leaf_pages + s.overflow_pages)
 }
 
 /// The data file of an env: the path itself with `no_subdir`, else `data.mdb` inside it.
@@ -189,7 +185,7 @@ pub fn collect_lmdb(ctx: &StatusContext) -> Vec<MetricFamily> {
             let d = dbi.as_str();
             db_usage
                 .with_label_values(&[l, d])
-                .set(used_bytes(s) as f64);
+                .set(s.used_bytes() as f64);
             entries.with_label_values(&[l, d]).set(s.entries as f64);
             depth.with_label_values(&[l, d]).set(f64::from(s.depth));
             for (t, n) in [

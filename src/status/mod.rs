@@ -8,7 +8,7 @@ mod lmdb_stats;
 mod page;
 mod server;
 
-pub use lmdb_stats::{DbInfo, collect_lmdb, db_infos, log_lmdb_stats, smaps_of, used_bytes};
+pub use lmdb_stats::{DbInfo, collect_lmdb, db_infos, log_lmdb_stats, smaps_of};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use super::{DbBoard, DbInfo, used_bytes};
-use crate::config::dbi_flags_string;
-use crate::display::human_size;
-use crate::snapshot::name::SnapshotName;
+use super::{DbBoard, DbInfo};
+use crate::core::display::human_size;
+use crate::core::flags::dbi_flags_string;
+use crate::core::name::SnapshotName;
 
 fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -28,7 +28,7 @@ fn esc(s: &str) -> String {
 /// The snapshot time of an object name, as RFC 3339, or `-`.
 fn snapshot_time(name: &str) -> String {
     SnapshotName::parse_object(name)
-        .map(|(n, _)| crate::display::rfc3339_nano(n.timestamp_ns))
+        .map(|(n, _)| crate::core::display::rfc3339_nano(n.timestamp_ns))
         .unwrap_or_else(|_| "-".to_string())
 }
 
@@ -46,7 +46,7 @@ pub fn render(dbs: &[DbInfo], boards: &BTreeMap<String, DbBoard>) -> String {
          <h1>\u{26a1} Lightning Stream Status</h1>\n\
          <p><a href=\"/metrics\">Prometheus metrics</a> | <a href=\"/healthz\">healthz</a> | \
          <a href=\"/storage\">storage listing</a></p>\n<p>version {} &middot; up {}</p>\n",
-        esc(crate::commands::VERSION),
+        esc(crate::base::VERSION),
         esc(&crate::config::GoDuration::from_secs(
             super::health::health().uptime().as_secs() as i64
         )
@@ -89,8 +89,11 @@ pub fn render(dbs: &[DbInfo], boards: &BTreeMap<String, DbBoard>) -> String {
                 "in progress"
             },
             match &b.last_stored {
-                Some((name, ts)) =>
-                    format!("{} ({})", esc(name), crate::display::rfc3339_nano(*ts)),
+                Some((name, ts)) => format!(
+                    "{} ({})",
+                    esc(name),
+                    crate::core::display::rfc3339_nano(*ts)
+                ),
                 None => "none yet".to_string(),
             }
         );
@@ -131,7 +134,7 @@ pub fn render(dbs: &[DbInfo], boards: &BTreeMap<String, DbBoard>) -> String {
                 "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>\
                  <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
                 esc(name),
-                human_size(used_bytes(s)),
+                human_size(s.used_bytes()),
                 s.entries,
                 s.depth,
                 s.branch_pages,

@@ -11,7 +11,7 @@
 //! it first) holds nothing new for us: it is adopted as the chain's base without a download.
 //! The listing order does not matter; names are sorted here.
 
-use crate::snapshot::name::{Kind, SnapshotName};
+use crate::core::name::{Kind, SnapshotName};
 
 /// What this process has merged of one instance.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

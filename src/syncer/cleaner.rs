@@ -15,8 +15,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::core::name::{Kind, SnapshotName};
 use crate::metrics::metrics;
-use crate::snapshot::name::{Kind, SnapshotName};
 use crate::storage::Storage;
 
 use super::receiver::sleep_unless_stopped;
@@ -180,7 +180,7 @@ pub fn run_once(
         m.cleaner_list_failed.inc();
     })?;
     let names: Vec<String> = listed.into_iter().map(|o| o.name).collect();
-    let plan = cleaner.plan(&names, Instant::now(), super::now_ns());
+    let plan = cleaner.plan(&names, Instant::now(), crate::base::now_ns());
     for n in &plan.unproven {
         log::debug!(db = db, component = "cleaner", snapshot = n; "Not cleaning stale snapshot, merge not proven yet");
     }

@@ -6,7 +6,6 @@
 //! for the syncer (`memory_decompressed_snapshots`); the pool size bounds concurrent downloads
 //! (`memory_downloaded_snapshots`). Both bound temporary files, not memory: snapshots stream.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
@@ -15,16 +14,16 @@ use std::time::Duration;
 
 use std::time::Instant;
 
+use crate::core::name::SnapshotName;
 use crate::lmdb::Env;
 use crate::metrics::metrics;
-use crate::snapshot::name::SnapshotName;
 use crate::status::health::DbHealth;
 use crate::storage::Storage;
 
-use super::load::{FetchError, Fetched, fetch};
+use crate::import::load::{FetchError, Fetched, fetch};
 
 /// Valid snapshot and delta names of one db, per instance, oldest first.
-pub type Listing = BTreeMap<String, Vec<String>>;
+pub use super::scheduler::Listing;
 
 /// What the background threads tell the syncer thread.
 pub enum Msg {

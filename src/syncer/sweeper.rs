@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use crate::header;
+use crate::core::header;
 use crate::lmdb::{Dbi, Env, LmdbError, MDB_DUPSORT, RwTxn, Txn};
 use crate::metrics::metrics;
 
@@ -78,7 +78,7 @@ pub fn sweep_slice(
             }
             count += 1;
             let (h, _) = header::parse(value).map_err(|e| SweepError::Header {
-                key: crate::display::display_ascii(key, super::now_ns()),
+                key: crate::core::display::display_ascii(key, crate::base::now_ns()),
                 reason: e.to_string(),
             })?;
             if !h.is_deleted() {
@@ -205,7 +205,7 @@ impl Sweeper {
 
     /// Sweeps and reports in metrics and the log.
     pub fn sweep_and_report(&self) -> Result<SweepReport, SweepError> {
-        let r = self.sweep(super::now_ns())?;
+        let r = self.sweep(crate::base::now_ns())?;
         if r.interrupted {
             return Ok(r);
         }

@@ -108,7 +108,7 @@ impl S3Storage {
         m.s3_calls.with_label_values(&[method]).inc();
         m.s3_call_timestamp
             .with_label_values(&[method])
-            .set(crate::metrics::unix_seconds(crate::syncer::now_ns()));
+            .set(crate::metrics::unix_seconds(crate::base::now_ns()));
         let t0 = Instant::now();
         let r = self.send_with_retries(op, name, accept, attempt);
         m.s3_call_duration

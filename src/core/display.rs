@@ -97,6 +97,21 @@ pub fn human_size(n: u64) -> String {
     format!("{n} B")
 }
 
+/// A key for error messages: printable, and bounded so one hostile key cannot flood a log.
+pub fn key_for_humans(key: &[u8]) -> String {
+    let shown = &key[..key.len().min(64)];
+    let mut s = format!("{:?}", String::from_utf8_lossy(shown));
+    if key.len() > shown.len() {
+        s.push_str(&format!("... ({} bytes)", key.len()));
+    }
+    s
+}
+
+/// Bytes as text for logs and messages, invalid UTF-8 replaced.
+pub fn lossy(name: &[u8]) -> String {
+    String::from_utf8_lossy(name).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,16 +8,13 @@
 
 use std::cmp::Ordering;
 
-use crate::header::{self, FLAG_DELETED};
-use crate::lmdb::{Dbi, LmdbError, MDB_DUPSORT, MDB_INTEGERKEY, RwTxn, Txn};
-use crate::merge::{Decision, MergeParams, SYNC_PREFIX, key_for_humans, merge_entry};
+use crate::core::display::{key_for_humans, lossy};
+use crate::core::header::{self, FLAG_DELETED};
+use crate::core::lww::{Decision, MergeParams, SYNC_PREFIX, merge_entry};
+use crate::core::shadow::{ALLOWED_SHADOW_FLAGS, dupsort_decode, dupsort_encode, shadow_name};
+use crate::lmdb::{Dbi, LmdbError, MDB_DUPSORT, RwTxn, Txn};
 use crate::snapshot::KvRef;
 
-pub const SHADOW_PREFIX: &[u8] = b"_sync_shadow_";
-/// The only flag a shadow DBI takes from its main DBI: the same key order.
-pub const ALLOWED_SHADOW_FLAGS: u32 = MDB_INTEGERKEY;
-const LMDB_MAX_KEY: usize = 511;
-const DUPSORT_HACK_MAX_KEY: usize = 255;
 /// Entries read per batch; writes happen between batches.
 const BATCH: usize = 10_000;
 
@@ -31,57 +28,6 @@ pub enum ShadowError {
     },
     #[error("{0}")]
     Invalid(String),
-}
-
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-pub fn shadow_name(dbi: &[u8]) -> Vec<u8> {
-    let mut n = SHADOW_PREFIX.to_vec();
-    n.extend_from_slice(dbi);
-    n
-}
-
-/// dupsort_hack_v1: a unique key for one (key, duplicate) pair, ordered like the pairs.
-pub fn dupsort_encode(key: &[u8], value: &[u8]) -> Result<Vec<u8>, String> {
-    if key.is_empty() {
-        return Err("empty key not supported by dupsort_hack".into());
-    }
-    if key.len() > DUPSORT_HACK_MAX_KEY {
-        return Err(format!(
-            "key size exceeds dupsort_hack max size of {DUPSORT_HACK_MAX_KEY}: key {}",
-            key_for_humans(key)
-        ));
-    }
-    let mut e = Vec::with_capacity(LMDB_MAX_KEY);
-    e.extend_from_slice(key);
-    e.extend_from_slice(&[0, 0, 0, 0]);
-    let room = LMDB_MAX_KEY - e.len() - 1;
-    e.extend_from_slice(&value[..value.len().min(room)]);
-    e.push(key.len() as u8);
-    Ok(e)
-}
-
-/// The original key of a dupsort_hack_v1 key.
-pub fn dupsort_decode(e: &[u8]) -> Result<&[u8], String> {
-    let bad = |what: &str| {
-        format!(
-            "not a valid dupsort_hack dump ({what}): key {}",
-            key_for_humans(e)
-        )
-    };
-    if e.len() < 6 {
-        return Err(bad("key"));
-    }
-    let n = usize::from(e[e.len() - 1]);
-    if e.len() < n + 5 {
-        return Err(bad("key len"));
-    }
-    if e[n..n + 4] != [0, 0, 0, 0] {
-        return Err(bad("no separator"));
-    }
-    Ok(&e[..n])
 }
 
 pub(crate) type Batch = Vec<(Vec<u8>, Vec<u8>)>;
@@ -401,35 +347,6 @@ pub fn shadow_to_main(txn: &mut RwTxn, dupsort_hack: bool) -> Result<PassStats, 
 mod tests {
     use super::*;
     use crate::lmdb::{Env, EnvOptions};
-
-    #[test]
-    fn dupsort_hack_bytes() {
-        assert_eq!(
-            dupsort_encode(b"key", b"val").unwrap(),
-            [0x6b, 0x65, 0x79, 0, 0, 0, 0, 0x76, 0x61, 0x6c, 3]
-        );
-        let long = dupsort_encode(b"key", &[b'A'; 1000]).unwrap();
-        assert_eq!(long.len(), 511);
-        assert_eq!(&long[7..510], &[b'A'; 503][..]);
-        assert_eq!(dupsort_encode(b"key", b"").unwrap(), b"key\0\0\0\0\x03");
-        assert!(dupsort_encode(b"", b"v").is_err());
-        assert!(dupsort_encode(&[1; 256], b"v").is_err());
-        assert_eq!(
-            dupsort_decode(&dupsort_encode(b"key", b"val").unwrap()).unwrap(),
-            b"key"
-        );
-        assert!(dupsort_decode(b"key").unwrap_err().contains("(key)"));
-        assert!(
-            dupsort_decode(b"abcdef\x09")
-                .unwrap_err()
-                .contains("(key len)")
-        );
-        assert!(
-            dupsort_decode(b"key\0\x01\0\0\x03")
-                .unwrap_err()
-                .contains("(no separator)")
-        );
-    }
 
     fn shadow_values(txn: &RwTxn, name: &[u8]) -> Vec<(Vec<u8>, u64, u8, Vec<u8>)> {
         let dbi = txn.open_dbi(&shadow_name(name)).unwrap().unwrap();

@@ -10,10 +10,13 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 
-use super::{Action, MergeParams, READ_RENEW_EVERY, SYNC_PREFIX, Walk, lossy, plan_entry};
+use super::sliced::{READ_RENEW_EVERY, Walk};
+use super::{Action, plan_entry};
+use crate::core::display::lossy;
+use crate::core::lww::{MergeParams, SYNC_PREFIX};
 use crate::lmdb::{Env, Txn};
 use crate::snapshot::KvRef;
-use crate::snapshot::decode::{DecodeError, EntrySource, ScanningReader, SnapshotIndex};
+use crate::snapshot::decode::{DecodeError, EntrySource, Inflate, ScanningReader, SnapshotIndex};
 
 /// Entries of a snapshot that differ from the LMDB they were compared with, in snapshot order,
 /// kept in a temporary file (page cache, not the process's memory): a header of DBI message
@@ -121,8 +124,8 @@ pub struct Scanned {
 /// can only make more of them look different, never fewer; the merge decides each kept entry
 /// again under the write lock with the real cutoff. A problem on the LMDB side only ends the
 /// comparison.
-pub fn scan_and_diff<R: Read>(
-    mut reader: ScanningReader<R>,
+pub fn scan_and_diff<I: Inflate>(
+    mut reader: ScanningReader<I>,
     env: &Env,
     budget: u64,
 ) -> Result<Scanned, DecodeError> {

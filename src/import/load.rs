@@ -10,14 +10,13 @@ use std::fs::File;
 use std::io::{BufReader, Seek, SeekFrom};
 use std::time::{Duration, Instant};
 
+use crate::core::lww::SYNC_PREFIX;
+use crate::import::diff::{Diff, scan_and_diff};
+use crate::import::{
+    LoadError, LoadOptions, LoadStats, SliceClock, load_native_sliced, load_snapshot,
+};
 use crate::lmdb::{Env, LmdbError};
-use crate::merge::diff::{Diff, scan_and_diff};
-use crate::merge::{
-    LoadError, LoadOptions, LoadStats, SYNC_PREFIX, SliceClock, load_native_sliced, load_snapshot,
-};
-use crate::snapshot::decode::{
-    DecodeError, EntryReader, ScanningReader, SnapshotIndex, ThreadedEntries, scan_limited,
-};
+use crate::snapshot::decode::{DecodeError, EntryReader, SnapshotIndex, scan_limited};
 use crate::storage::{Storage, StorageError, get_as_file};
 
 /// Why a remote snapshot was not merged.
@@ -47,7 +46,7 @@ pub enum FetchError {
     Shadow {
         name: String,
         #[source]
-        source: crate::shadow::ShadowError,
+        source: crate::import::shadow::ShadowError,
     },
     #[error("loading snapshot {name}: {source}")]
     Lmdb {
@@ -110,7 +109,7 @@ pub fn fetch(
         Some(env) => {
             let budget = (compressed_size * DIFF_BUDGET_FACTOR).max(DIFF_BUDGET_MIN);
             let s = std::thread::scope(|scope| {
-                let reader = ScanningReader::threaded(scope, input, max_uncompressed);
+                let reader = crate::pipeline::scanning_reader(scope, input, max_uncompressed);
                 scan_and_diff(reader, env, budget)
             })
             .map_err(|e| corrupt(name, e))?;
@@ -240,7 +239,7 @@ fn is_map_full(e: &FetchError) -> bool {
             ..
         } => source.is_map_full(),
         FetchError::Shadow {
-            source: crate::shadow::ShadowError::Lmdb { source, .. },
+            source: crate::import::shadow::ShadowError::Lmdb { source, .. },
             ..
         } => source.is_map_full(),
         _ => false,
@@ -300,7 +299,10 @@ fn merge_native(
             done
         }),
         None => std::thread::scope(|scope| {
-            let entries = ThreadedEntries::spawn(scope, BufReader::with_capacity(256 * 1024, file));
+            let entries = crate::pipeline::ThreadedEntries::spawn(
+                scope,
+                BufReader::with_capacity(256 * 1024, file),
+            );
             load_native_sliced(env, index, entries, opts, last_synced_txn_id, &mut clock)
         }),
     }
@@ -333,28 +335,32 @@ fn merge_once(
         source,
     };
     let t0 = Instant::now();
-    let mut txn =
-        super::retry_lmdb("Starting a write transaction", || env.begin_rw()).map_err(lmdb_err)?;
+    let mut txn = crate::lmdb::retry_lmdb("Starting a write transaction", || env.begin_rw())
+        .map_err(lmdb_err)?;
     let txn_id = crate::lmdb::Txn::id(&txn);
     let local_changed = last_synced_txn_id < txn_id.saturating_sub(1);
-    let shadow_err = |e: crate::shadow::ShadowError| FetchError::Shadow {
+    let shadow_err = |e: crate::import::shadow::ShadowError| FetchError::Shadow {
         name: name.clone(),
         source: e,
     };
     let mut wrote = false;
     if local_changed {
         // Local changes get their timestamps before remote ones are weighed against them.
-        let ts = super::now_ns().max(1) as u64;
-        wrote |=
-            crate::shadow::main_to_shadow(&mut txn, ts, opts.dupsort_hack, opts.deleted_cutoff)
-                .map_err(shadow_err)?
-                .changed();
+        let ts = crate::base::now_ns().max(1) as u64;
+        wrote |= crate::import::shadow::main_to_shadow(
+            &mut txn,
+            ts,
+            opts.dupsort_hack,
+            opts.deleted_cutoff,
+        )
+        .map_err(shadow_err)?
+        .changed();
     }
     let reader = EntryReader::new(BufReader::with_capacity(256 * 1024, &mut fetched.file));
     let stats =
         load_snapshot(&mut txn, &fetched.index, reader, opts).map_err(|e| load_error(&name, e))?;
     wrote |= stats.written + stats.deleted + stats.created_dbis > 0;
-    wrote |= crate::shadow::shadow_to_main(&mut txn, opts.dupsort_hack)
+    wrote |= crate::import::shadow::shadow_to_main(&mut txn, opts.dupsort_hack)
         .map_err(shadow_err)?
         .changed();
     txn.commit().map_err(lmdb_err)?;

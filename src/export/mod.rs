@@ -7,12 +7,15 @@
 //! parsing, keeping references into the LMDB's pages (valid for the transaction) of the few
 //! entries that match.
 
+pub mod dump;
+
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use crate::header;
+use crate::core::display::{key_for_humans, lossy};
+use crate::core::header;
+use crate::core::lww::SYNC_PREFIX;
 use crate::lmdb::{LmdbError, MDB_DUPSORT, Txn};
-use crate::merge::{SYNC_PREFIX, key_for_humans};
 use crate::snapshot::encode::{SnapshotWriter, kv_field_len};
 use crate::snapshot::{DbiInfo, KvRef, Meta, TRANSFORM_DUPSORT_HACK};
 
@@ -45,10 +48,6 @@ pub struct SnapshotStats {
     pub dbis: u64,
     pub entries: u64,
     pub uncompressed_size: u64,
-}
-
-fn lossy(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
 }
 
 /// When full snapshots are due while deltas are on (`deltas:` in the config).
@@ -236,7 +235,7 @@ fn write_object<T: Txn, W: Write>(
             transform = TRANSFORM_DUPSORT_HACK.to_vec();
         }
         let (dbi, source_name) = if shadow {
-            let sname = crate::shadow::shadow_name(name);
+            let sname = crate::core::shadow::shadow_name(name);
             let d = txn
                 .open_dbi(&sname)
                 .map_err(lmdb_err)?

@@ -1,0 +1,286 @@
+//! Reading a config file: environment expansion, strict YAML parsing with the Go defaults, and
+//! the validation rules with the Go messages, every error located by file, key and line.
+
+use std::path::Path;
+
+use super::*;
+
+/// Finds the line of a dotted key path in YAML text (block or flow style): the first line at or
+/// after the parent's line where `key:` appears. Good enough to point a person at the spot.
+fn locate(text: &str, path: &str) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut from = 0;
+    for part in path.split('.') {
+        let found = (from..lines.len()).find(|&i| {
+            let l = lines[i].split(" #").next().unwrap_or("");
+            let t = l.trim_start().trim_start_matches("- ");
+            t.starts_with(&format!("{part}:"))
+                || l.contains(&format!("{{{part}:"))
+                || l.contains(&format!(" {part}:"))
+                || t.starts_with(&format!("\"{part}\":"))
+        })?;
+        from = found;
+    }
+    Some(from + 1)
+}
+
+pub(super) struct Source<'a> {
+    pub(super) file: &'a str,
+    pub(super) text: &'a str,
+}
+
+impl Source<'_> {
+    pub(super) fn error(&self, key: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            key: Some(key.to_string()),
+            line: locate(self.text, key),
+            column: None,
+            message: message.into(),
+        }
+    }
+
+    pub(super) fn yaml_error(
+        &self,
+        e: serde_path_to_error::Error<serde_norway::Error>,
+    ) -> ConfigError {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let loc = inner.location();
+        let mut message = inner.to_string();
+        // serde_norway appends " at line L column C"; we print the location ourselves.
+        if let Some(i) = message.rfind(" at line ") {
+            message.truncate(i);
+        }
+        let mut key = (path != "." && !path.is_empty()).then_some(path);
+        // For unknown fields the path is the enclosing mapping; point at the field itself.
+        if let Some(field) = message
+            .strip_prefix("unknown field `")
+            .or_else(|| message.split(": unknown field `").nth(1))
+            .and_then(|m| m.split('`').next())
+        {
+            key = Some(match key {
+                Some(k) => format!("{k}.{field}"),
+                None => field.to_string(),
+            });
+        }
+        // The line of the key when we can find it; serde_norway's location otherwise (it is
+        // exact for syntax errors but points at the document start for value errors).
+        let found = key.as_deref().and_then(|k| locate(self.text, k));
+        let (line, column) = match (found, &loc) {
+            (Some(l), _) => (Some(l), None),
+            (None, Some(loc)) => (Some(loc.line()), Some(loc.column())),
+            (None, None) => (None, None),
+        };
+        ConfigError {
+            file: self.file.to_string(),
+            key,
+            line,
+            column,
+            message,
+        }
+    }
+}
+
+/// Reads, expands, parses and validates a config file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        key: None,
+        line: None,
+        column: None,
+        message: format!("open yaml file: {e}"),
+    })?;
+    parse_str(&text, &file)
+}
+
+/// As [`load`] on text already read; `source` names the file in messages.
+pub fn parse_str(text: &str, source: &str) -> Result<Config, ConfigError> {
+    parse_with_env(text, source, |k| std::env::var(k).ok())
+}
+
+/// As [`parse_str`] with an explicit environment (tests never touch the process environment).
+pub fn parse_with_env(
+    text: &str,
+    source: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let expanded = expand_env(text, env);
+    let src = Source {
+        file: source,
+        text: &expanded,
+    };
+    // An empty document is an empty config, not an error.
+    let mut cfg: Config = if expanded.trim().is_empty() {
+        defaults()
+    } else {
+        serde_path_to_error::deserialize(serde_norway::Deserializer::from_str(&expanded))
+            .map_err(|e| src.yaml_error(e))?
+    };
+    cfg.validate_in(&src)?;
+    if !cfg.storage.root_path.is_empty() {
+        log::warn!("storage.root_path is deprecated, use storage.options.root_path");
+        cfg.storage.options.insert(
+            serde_norway::Value::String("root_path".into()),
+            serde_norway::Value::String(cfg.storage.root_path.clone()),
+        );
+    }
+    cfg.source = ConfigSource {
+        file: source.to_string(),
+        text: expanded,
+    };
+    Ok(cfg)
+}
+
+fn check_mask(src: &Source, key: &str, v: u32) -> Result<(), ConfigError> {
+    if v > 0o777 {
+        let short = key.rsplit('.').next().unwrap_or(key);
+        return Err(src.error(
+            key,
+            format!("lmdb.options.{short}: too large value, possible use of decimal ({v}) instead of octal ({v:#o})")
+                .replace("0o", "0"),
+        ));
+    }
+    Ok(())
+}
+
+/// Go's `net.SplitHostPort` acceptance: `host:port`, `[v6]:port`, `:port`.
+fn check_host_port(addr: &str) -> Result<(), String> {
+    let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
+        let (h, p) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("address {addr}: missing ']' in address"))?;
+        let p = p
+            .strip_prefix(':')
+            .ok_or_else(|| format!("address {addr}: missing port in address"))?;
+        (h, p)
+    } else {
+        let (h, p) = addr
+            .rsplit_once(':')
+            .ok_or_else(|| format!("address {addr}: missing port in address"))?;
+        if h.contains(':') {
+            return Err(format!("address {addr}: too many colons in address"));
+        }
+        (h, p)
+    };
+    // Go accepts empty host and port parts; so do we.
+    let _ = (host, port);
+    Ok(())
+}
+
+impl Config {
+    /// The validation of spec/config.md §10, in Go's order and with its messages.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_in(&Source {
+            file: "config",
+            text: "",
+        })
+    }
+
+    fn validate_in(&self, src: &Source) -> Result<(), ConfigError> {
+        if crate::logging::parse_level(&self.log.level).is_err() {
+            return Err(src.error(
+                "log.level",
+                "log.level: must be one of: debug, info, warning, error, fatal",
+            ));
+        }
+        if crate::logging::parse_format(&self.log.format).is_err() {
+            return Err(src.error(
+                "log.format",
+                "log.format: must be one of: human, logfmt, json",
+            ));
+        }
+        if crate::logging::parse_timestamp(&self.log.timestamp).is_err() {
+            return Err(src.error(
+                "log.timestamp",
+                "log.timestamp: must be one of: short, disable, full",
+            ));
+        }
+        if self.lmdbs.is_empty() {
+            return Err(src.error("lmdbs", "no LMDBs configured"));
+        }
+        for (name, l) in &self.lmdbs {
+            let key = |k: &str| format!("lmdbs.{name}.{k}");
+            if l.path.is_empty() {
+                return Err(src.error(
+                    &format!("lmdbs.{name}"),
+                    format!("lmdb {name:?}: no path configured"),
+                ));
+            }
+            check_mask(src, &key("options.file_mask"), l.options.file_mask)?;
+            check_mask(src, &key("options.dir_mask"), l.options.dir_mask)?;
+            if l.schema_tracks_changes && l.dupsort_hack {
+                return Err(src.error(
+                    &key("dupsort_hack"),
+                    "lmdb.schema_tracks_changes: cannot be used together with the dupsort_hack option",
+                ));
+            }
+        }
+        if !self.http.address.is_empty() {
+            check_host_port(&self.http.address)
+                .map_err(|e| src.error("http.address", format!("http.address: {e}")))?;
+        }
+        let min = GoDuration::from_millis(100);
+        for (k, v) in [
+            ("lmdb_poll_interval", self.lmdb_poll_interval),
+            ("storage_poll_interval", self.storage_poll_interval),
+            ("storage_retry_interval", self.storage_retry_interval),
+        ] {
+            if v < min {
+                return Err(src.error(k, format!("{k}: too short interval")));
+            }
+        }
+        for (k, v) in [
+            ("merge_lock_duration", self.merge_lock_duration),
+            ("merge_release_duration", self.merge_release_duration),
+        ] {
+            if v.0 < 0 {
+                return Err(src.error(k, format!("{k}: must not be negative")));
+            }
+        }
+        if self.deltas.enabled {
+            if self.deltas.full_snapshot_interval < GoDuration::from_secs(1) {
+                return Err(src.error(
+                    "deltas.full_snapshot_interval",
+                    "deltas.full_snapshot_interval: too short interval (minimum 1s)",
+                ));
+            }
+            if self.deltas.max_deltas < 1 {
+                return Err(src.error(
+                    "deltas.max_deltas",
+                    "deltas.max_deltas: positive number required",
+                ));
+            }
+        }
+        let f = self.storage_force_snapshot_interval;
+        if !f.is_zero() && f < GoDuration::from_secs(60) {
+            return Err(src.error(
+                "storage_force_snapshot_interval",
+                "storage_force_snapshot_interval: too short interval (minimum 1m if enabled)",
+            ));
+        }
+        for (k, v) in [
+            ("storage_retry_count", self.storage_retry_count),
+            (
+                "memory_downloaded_snapshots",
+                self.memory_downloaded_snapshots,
+            ),
+            (
+                "memory_decompressed_snapshots",
+                self.memory_decompressed_snapshots,
+            ),
+        ] {
+            if v < 1 {
+                return Err(src.error(k, format!("{k}: positive number required")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The effective config as YAML for `--log-config`: Go-style durations and sizes, and the
+    /// secret option keys masked.
+    pub fn effective_yaml(&self) -> String {
+        serde_norway::to_string(self).unwrap_or_else(|e| format!("(cannot print config: {e})"))
+    }
+}
