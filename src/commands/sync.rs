@@ -272,7 +272,7 @@ fn wait_for_marker(
                 log::error!(error = e.to_string(); "unable to check storage for marker file");
             }
         }
-        crate::syncer::receiver::sleep_unless_stopped(stop, cfg.storage_poll_interval.as_std());
+        crate::retry::sleep_unless_stopped(stop, cfg.storage_poll_interval.as_std());
     }
 }
 

@@ -19,7 +19,7 @@ use crate::core::name::{Kind, SnapshotName};
 use crate::metrics::metrics;
 use crate::storage::Storage;
 
-use super::receiver::sleep_unless_stopped;
+use crate::retry::sleep_unless_stopped;
 
 /// Why a snapshot is deleted (the `reason` label of `lightningstream_cleaner_delete_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -28,10 +28,11 @@ use crate::export::dump::Dumper;
 use crate::import::LoadOptions;
 use crate::import::load::{self, FetchError, Fetched};
 use crate::lmdb::{Env, Txn};
+use crate::retry::sleep_unless_stopped;
 use crate::status::health::DbHealth;
 use crate::storage::Storage;
 use observer::Observer;
-use receiver::{Background, Gate, Job, Msg, Permit, list_snapshots, sleep_unless_stopped};
+use receiver::{Background, Gate, Job, Msg, Permit, list_snapshots};
 use scheduler::{Action, Scheduler};
 
 /// Settings of a syncer that come from the configuration and the command line.

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use super::observer::StoreReport;
-use super::receiver::sleep_unless_stopped;
 use super::{Syncer, now_ns};
 use crate::core::name::SnapshotName;
 use crate::export;
 use crate::export::dump::Dumped;
 use crate::lmdb::Txn;
+use crate::retry::{self, Attempts, Policy, Reason, Verdict, sleep_unless_stopped};
 use crate::storage::put_file;
 
 impl Syncer {
@@ -142,27 +142,38 @@ impl Syncer {
     /// Uploads `file` as `name`, `storage_retry_count` times or forever
     /// (`storage_retry_forever`), `storage_retry_interval` apart, until stopped.
     fn store_with_retries(&self, name: &str, file: &mut std::fs::File) -> anyhow::Result<()> {
-        let mut attempt: i64 = 0;
-        loop {
-            self.observer.store_attempt();
-            match put_file(self.storage.as_ref(), name, file) {
-                Ok(()) => {
-                    self.observer.store_succeeded();
-                    return Ok(());
-                }
-                Err(e) => {
-                    attempt += 1;
-                    let gave_up = !self.opts.storage_retry_forever
-                        && attempt >= self.opts.storage_retry_count;
-                    self.observer.store_failed(&e, gave_up);
-                    if gave_up {
-                        bail!("storing snapshot {name}: {e}");
+        let attempts = if self.opts.storage_retry_forever {
+            Attempts::Forever
+        } else {
+            Attempts::Max(u32::try_from(self.opts.storage_retry_count.max(1)).unwrap_or(u32::MAX))
+        };
+        let policy = Policy::constant(attempts, self.opts.storage_retry_interval);
+        let mut failed = 0;
+        let stored = retry::run(
+            &policy,
+            || {
+                self.observer.store_attempt();
+                let r = put_file(self.storage.as_ref(), name, file);
+                match &r {
+                    Ok(()) => self.observer.store_succeeded(),
+                    Err(e) => {
+                        failed += 1;
+                        self.observer
+                            .store_failed(e, !policy.allows_another(failed));
                     }
-                    if !sleep_unless_stopped(&self.stop, self.opts.storage_retry_interval) {
-                        bail!("stopped while storing snapshot {name}: {e}");
-                    }
                 }
+                r
+            },
+            |_| Verdict::Retry,
+            |_| {},
+            |d| sleep_unless_stopped(&self.stop, d),
+        );
+        match stored {
+            Ok(()) => Ok(()),
+            Err(f) if f.reason == Reason::Stopped => {
+                bail!("stopped while storing snapshot {name}: {}", f.error)
             }
+            Err(f) => bail!("storing snapshot {name}: {}", f.error),
         }
     }
 }
