@@ -207,6 +207,14 @@ impl Syncer {
         self
     }
 
+    /// Records a current problem on the status page's board (secret-free: the error texts
+    /// name objects and storage responses, never configuration values).
+    fn board_error(&self, what: &str, error: String) {
+        update_board(&self.db, |b| {
+            b.errors.insert(what.to_string(), (now_ns(), error));
+        });
+    }
+
     fn stopped(&self) -> bool {
         self.stop.load(Ordering::Relaxed)
     }
@@ -345,10 +353,12 @@ impl Syncer {
             log::info!(db = self.db, snapshot_instance = inst, filename = name;
                 "Full snapshot covered by the merged delta chain, not downloaded");
             let chain = self.chains.get(&inst).cloned().unwrap_or_default();
-            self.chains.insert(inst.clone(), chain.adopted(&name));
+            let chain = chain.adopted(&name);
             update_board(&self.db, |b| {
                 b.merged.insert(inst.clone(), name.clone());
+                b.chains.insert(inst.clone(), chain.describe());
             });
+            self.chains.insert(inst.clone(), chain);
             self.processed.insert(inst, name);
         }
         // What follows an adopted snapshot (its deltas, or the end of the wait).
@@ -358,6 +368,10 @@ impl Syncer {
     /// A snapshot that cannot be merged: never again, and the instance's previous one is next.
     fn mark_corrupt(&mut self, instance: &str, name: &str, reason: &str) {
         log::warn!(db = self.db, filename = name, error = reason; "Snapshot marked as corrupt and will be ignored");
+        self.board_error(
+            &format!("load {instance}"),
+            format!("{name} is corrupt and skipped: {reason}"),
+        );
         self.corrupt.insert(name.to_string());
         self.requested.remove(instance);
         let listing = std::mem::take(&mut self.listing);
@@ -368,10 +382,14 @@ impl Syncer {
         match msg {
             Msg::Listing(Ok(l)) => {
                 self.listings += 1;
+                update_board(&self.db, |b| {
+                    b.errors.remove("list");
+                });
                 self.set_listing(l)
             }
             Msg::Listing(Err(e)) => {
                 log::error!(db = self.db, error = format!("{e:#}"); "Fetch error");
+                self.board_error("list", format!("listing the storage: {e:#}"));
                 return;
             }
             Msg::Fetched {
@@ -396,6 +414,7 @@ impl Syncer {
                 result: Err(e),
             } => {
                 log::warn!(db = self.db, filename = name, error = e.to_string(); "Load error");
+                self.board_error(&format!("load {instance}"), format!("{name}: {e}"));
                 self.requested.remove(&instance);
                 self.retry_at
                     .insert(instance, Instant::now() + self.opts.storage_retry_interval);
@@ -451,8 +470,22 @@ impl Syncer {
                         timestamp = fetched_ts, extra = "",
                         compressed_size_bytes = size,
                         kind = if is_delta { "delta" } else { "snapshot" }; "Loaded remote update");
+                    let merge_secs = t0.elapsed().as_secs_f64();
+                    let kind = if is_delta { "delta" } else { "snapshot" };
+                    metrics()
+                        .merge_duration
+                        .with_label_values(&[&self.db, kind])
+                        .observe(merge_secs);
+                    metrics()
+                        .merge_write_lock
+                        .with_label_values(&[&self.db])
+                        .observe(m.time_write_lock.as_secs_f64());
+                    let chain = self.chains.get(&instance).cloned().unwrap_or_default();
+                    let chain = chain.applied(&name, meta_txn_id);
                     update_board(&self.db, |b| {
                         b.merged.insert(instance.clone(), name.clone());
+                        b.chains.insert(instance.clone(), chain.describe());
+                        b.errors.remove(&format!("load {instance}"));
                     });
                     if is_delta {
                         metrics()
@@ -460,9 +493,7 @@ impl Syncer {
                             .with_label_values(&[&self.db, &instance])
                             .inc();
                     }
-                    let chain = self.chains.get(&instance).cloned().unwrap_or_default();
-                    self.chains
-                        .insert(instance.clone(), chain.applied(&name, meta_txn_id));
+                    self.chains.insert(instance.clone(), chain);
                     self.processed.insert(instance.clone(), name);
                     // Asks for the chain's next object, or ends the wait for the instance.
                     self.request_downloads(jobs);
@@ -707,7 +738,10 @@ impl Syncer {
         if delta {
             m.deltas_stored.with_label_values(&[&self.db]).inc();
         }
-        update_board(&self.db, |b| b.last_stored = Some((name.clone(), ts)));
+        update_board(&self.db, |b| {
+            b.last_stored = Some((name.clone(), ts));
+            b.last_stored_size = size;
+        });
         if let Some(c) = &self.committed {
             // Everything merged so far is in the snapshot just stored.
             let mut c = c.lock().unwrap_or_else(|e| e.into_inner());
@@ -740,10 +774,14 @@ impl Syncer {
             match put_file(self.storage.as_ref(), name, file) {
                 Ok(()) => {
                     self.health.store.add_success();
+                    update_board(&self.db, |b| {
+                        b.errors.remove("store");
+                    });
                     return Ok(());
                 }
                 Err(e) => {
                     attempt += 1;
+                    self.board_error("store", format!("storing {name}: {e}"));
                     metrics()
                         .store_failed_attempts
                         .with_label_values(&[&self.db])
@@ -913,6 +951,11 @@ impl Syncer {
                 log::info!(db = self.db, last_snapshot_time_passed = format!("{:?}", last_snapshot.elapsed()); "Snapshot overdue, forcing one");
             }
             let last_txn_id = self.env.info().context("reading LMDB info")?.last_txn_id;
+            if last_txn_id > self.last_synced_txn_id {
+                update_board(&self.db, |b| {
+                    b.last_local_change = Some((last_txn_id, now_ns()));
+                });
+            }
             if last_txn_id > self.last_synced_txn_id || overdue {
                 if self.waiting.contains(&self.instance) {
                     log::info!(db = self.db; "Waiting to load own old snapshot before writing a new one");
