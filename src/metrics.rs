@@ -31,6 +31,9 @@ pub struct Metrics {
     pub in_storage_bytes: IntGaugeVec,
     pub last_received: GaugeVec,
     pub last_received_age: HistogramVec,
+    /// Ours: the time of each instance's snapshot or delta merged (or adopted) here last;
+    /// `last_received_seconds` minus this is how far behind that instance this one is.
+    pub last_merged: GaugeVec,
     // Concurrency limiters (§3.3): `limit_name` is `download` or `decompress`.
     pub climit_limit: IntGaugeVec,
     pub climit_waiting: IntGaugeVec,
@@ -196,6 +199,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Age of a newly detected snapshot at detection",
             &["lmdb", "syncer_instance"],
             AGE_BUCKETS.to_vec(),
+        ),
+        last_merged: float_gauge_vec(
+            "lightningstream_receiver_snapshots_last_merged_seconds",
+            "Timestamp of the newest snapshot merged here per instance",
+            &["lmdb", "syncer_instance"],
         ),
         climit_limit: gauge_vec(
             "lightningstream_climit_limit",

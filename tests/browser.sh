@@ -7,9 +7,13 @@
 # the page must hold no <script>, give the same verdict with JavaScript disabled, and show none
 # of the configuration's values (S3 keys, endpoint, paths). Screenshots of both states go to
 # the output folder, ${LS_TEST_OUT:-target/test-output}/browser/ (status-in-sync.png,
-# status-behind.png, and the DOMs as .html), kept after the run.
+# status-behind.png, and the DOMs as .html), kept after the run. Last, the Grafana dashboard
+# (packaging/grafana/) is checked against the /metrics of these daemons and a third one whose
+# bucket disappears (tests/check-dashboard.py: promtool on every expression, every metric real);
+# the scrapes stay in the output folder too.
 #
-# Installs what it needs (Debian's chromium, py-lmdb from PyPI); builds the debug daemon and
+# Installs what it needs (Debian's chromium, py-lmdb from PyPI, promtool via
+# tests/fetch-promtool.sh unless LS_PROMTOOL is set); builds the debug daemon and
 # the S3 test server (already built by `cargo test --all-targets` in run.sh).
 #
 # Last line: "browser: N passed, M failed"; exit status 0 only when nothing failed.
@@ -61,7 +65,7 @@ echo "tools: $(chromium --version 2>/dev/null)"
 cargo build --quiet --bin lightningstream --example s3_test_server || fatal "cargo build"
 LS=$PWD/target/debug/lightningstream
 mkdir -p "$OUT"
-rm -f "$OUT"/*.png "$OUT"/*.html
+rm -f "$OUT"/*.png "$OUT"/*.html "$OUT"/*.txt
 
 # --- two daemons ----------------------------------------------------------------------------
 target/debug/examples/s3_test_server "$W/s3" > "$W/s3.url" 2> "$W/s3.log" &
@@ -87,7 +91,7 @@ storage:
   type: s3
   options:
     endpoint_url: $S3
-    bucket: lightningstream
+    bucket: ${BUCKET:-lightningstream}
     create_bucket: true
     access_key: $AK
     secret_key: $SK
@@ -267,5 +271,25 @@ assert any('load b' in e and 'corrupt' in e for e in errors), errors
 "
 chrome --screenshot="$OUT/status-behind.png" "$URL" > /dev/null
 [ -s "$OUT/status-behind.png" ] && ok "screenshot $OUT/status-behind.png" || bad "screenshot status-behind.png"
+
+# --- the Grafana dashboard against these daemons' /metrics ----------------------------------
+# A third daemon on a bucket of its own, removed under it once it runs: the S3 error and
+# failed-listing series exist only once something failed.
+PROMTOOL=${LS_PROMTOOL:-$(tests/fetch-promtool.sh)} || fatal "fetching promtool"
+BUCKET=gone start c ""
+healthy c || fatal "daemon c: /healthz not 200 within 30 s"
+rm -rf "$W/s3/gone"
+scrape() { python3 -c "import sys, urllib.request; sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())" "http://127.0.0.1:${PORT[$1]}/metrics"; }
+for _ in $(seq 100); do
+    scrape c 2>/dev/null | grep -q '^lightningstream_syncer_snapshots_list_failed_total' && break
+    sleep 0.2
+done
+for i in a b c; do scrape "$i" > "$OUT/metrics-$i.txt" || fatal "GET /metrics of $i"; done
+if python3 tests/check-dashboard.py packaging/grafana/lightningstream.json "$PROMTOOL" "$OUT"/metrics-*.txt > "$W/dashboard.out" 2>&1; then
+    ok "Grafana dashboard: $(tail -1 "$W/dashboard.out" | sed "s/^dashboard: //") checks (every expression through promtool, every metric in /metrics)"
+else
+    grep -v '^ok' "$W/dashboard.out" | sed 's/^/     /'
+    bad "dashboard: packaging/grafana/lightningstream.json"
+fi
 
 finish

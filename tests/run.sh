@@ -10,17 +10,8 @@ if ! python3 -c 'import lmdb' 2>/dev/null; then
 fi
 
 # Prometheus's promtool (from Debian's prometheus package, unpacked, not installed: nothing
-# to start) checks the /metrics output in the tests and the shipped alert rules.
-PROMTOOL=/var/cache/lightningstream-tests/bin/promtool
-if ! "$PROMTOOL" --version >/dev/null 2>&1; then
-    echo "== fetching promtool (Debian package prometheus)"
-    tmp=$(mktemp -d)
-    (cd "$tmp" && { apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus; }; } \
-        && dpkg-deb -x prometheus_*.deb x)
-    mkdir -p "$(dirname "$PROMTOOL")"
-    cp "$tmp/x/usr/bin/promtool" "$PROMTOOL"
-    rm -rf "$tmp"
-fi
+# to start) checks the /metrics output in the tests, the shipped alert rules and the dashboard.
+PROMTOOL=$(tests/fetch-promtool.sh)
 export LS_PROMTOOL="$PROMTOOL" LS_REQUIRE_PROMTOOL=1
 
 echo "== cargo fmt --check"

@@ -354,6 +354,12 @@ impl Syncer {
                 "Full snapshot covered by the merged delta chain, not downloaded");
             let chain = self.chains.get(&inst).cloned().unwrap_or_default();
             let chain = chain.adopted(&name);
+            if let Ok((n, _)) = SnapshotName::parse_object(&name) {
+                metrics()
+                    .last_merged
+                    .with_label_values(&[&self.db, &inst])
+                    .set(crate::metrics::unix_seconds(n.timestamp_ns));
+            }
             update_board(&self.db, |b| {
                 b.merged.insert(inst.clone(), name.clone());
                 b.chains.insert(inst.clone(), chain.describe());
@@ -480,6 +486,13 @@ impl Syncer {
                         .merge_write_lock
                         .with_label_values(&[&self.db])
                         .observe(m.time_write_lock.as_secs_f64());
+                    // The name's time, as last_received_seconds has it (not the meta's).
+                    if let Ok((n, _)) = SnapshotName::parse_object(&name) {
+                        metrics()
+                            .last_merged
+                            .with_label_values(&[&self.db, &instance])
+                            .set(crate::metrics::unix_seconds(n.timestamp_ns));
+                    }
                     let chain = self.chains.get(&instance).cloned().unwrap_or_default();
                     let chain = chain.applied(&name, meta_txn_id);
                     update_board(&self.db, |b| {
