@@ -216,6 +216,15 @@ change_uploaded() {
     return 1
 }
 check "  a change made while it runs is uploaded" change_uploaded
+# Its memory, against the request of the example Kubernetes manifest: anonymous memory (heap
+# and stacks; the LMDB map is page cache) of the idle daemon after a few syncs.
+request=$(awk '/- name: lightningstream$/ { c = 1 } c && /memory:/ { print $2; exit }' packaging/kubernetes/statefulset.yaml)
+pid=$("${PODMAN[@]}" inspect --format '{{.State.Pid}}' ls-daemon)
+rss_anon=$(awk '/^RssAnon:/ { print $2 * 1024 }' "/proc/$pid/status")
+hwm=$(awk '/^VmHWM:/ { print $2 * 1024 }' "/proc/$pid/status")
+echo "     daemon memory: RssAnon $((rss_anon / 1024)) KiB, peak RSS (VmHWM, with LMDB pages) $((hwm / 1024)) KiB; manifest request $request"
+check "  daemon's RssAnon ($((rss_anon / 1024)) KiB) below the manifest's memory request ($request)" \
+    test "$rss_anon" -lt "$(( ${request%Mi} * 1024 * 1024 ))"
 t=$(date +%s%N)
 "${PODMAN[@]}" stop -t 20 ls-daemon > /dev/null 2>&1
 stop_ms=$((($(date +%s%N) - t) / 1000000))
