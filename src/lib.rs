@@ -11,6 +11,7 @@ pub mod lmdb;
 pub mod logging;
 pub mod merge;
 pub mod metrics;
+pub mod progress;
 pub mod shadow;
 pub mod snapshot;
 pub mod status;
