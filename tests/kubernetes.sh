@@ -21,17 +21,19 @@ finish() {
     exit
 }
 
-if ! command -v kubernetes-validate >/dev/null; then
+# Run as a module of the python3 it is installed into, whatever PATH holds.
+kv() { python3 -m kubernetes_validate "$@"; }
+if ! python3 -c "import kubernetes_validate" 2>/dev/null; then
     echo "== pip install kubernetes-validate"
     python3 -m pip install --quiet kubernetes-validate || { bad "pip install kubernetes-validate"; finish; }
 fi
-echo "tools: kubernetes-validate $(kubernetes-validate --version 2>&1 | tail -1)"
+echo "tools: kubernetes-validate $(kv --version 2>&1 | tail -1)"
 W=$(mktemp -d)
 trap 'rm -rf "$W"' EXIT
 
 for f in packaging/kubernetes/*.yaml; do
     case $(basename "$f") in podmonitor.yaml | kustomization.yaml) continue ;; esac
-    if out=$(kubernetes-validate --strict --no-warn "$f" 2>&1) && ! grep -q ERROR <<< "$out"; then
+    if out=$(kv --strict --no-warn "$f" 2>&1) && ! grep -q ERROR <<< "$out"; then
         ok "$f: $(grep -c passed <<< "$out") resource(s) valid ($(grep -o 'for resource [^ ]*' <<< "$out" | cut -d' ' -f3 | paste -sd' '))"
     else
         bad "$f"
@@ -45,7 +47,7 @@ done)
 [ -z "$missing" ] && ok "kustomization.yaml: every resource it names exists" ||
     bad "kustomization.yaml names missing files: $missing"
 sed 's/shareProcessNamespace:/shareProcessNamespaces:/' packaging/kubernetes/statefulset.yaml > "$W/broken.yaml"
-if kubernetes-validate --strict --no-warn "$W/broken.yaml" > "$W/broken.out" 2>&1; then
+if kv --strict --no-warn "$W/broken.yaml" > "$W/broken.out" 2>&1; then
     bad "a misspelt field (shareProcessNamespaces) is not refused"
 else
     ok "a misspelt field (shareProcessNamespaces) is refused"
