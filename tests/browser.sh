@@ -188,6 +188,16 @@ PY
         printf '%s\n' "$out" | tail -8 | sed 's/^/     /'
     fi
 }
+# A screenshot must be a PNG of the window's size with something drawn (> 10 kB).
+png() {
+    if python3 - "$1" <<'PY'
+import struct, sys
+data = open(sys.argv[1], "rb").read()
+assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+assert struct.unpack(">II", data[16:24]) == (1280, 1100)
+PY
+    then ok "screenshot $1"; else bad "screenshot $1"; fi
+}
 URL="http://127.0.0.1:${PORT[a]}/"
 # Up to 15 s for a to show b's delta merged and nothing catching up.
 for _ in $(seq 30); do
@@ -209,12 +219,15 @@ assert int(re.search(r"\((\d+) bytes\)", field("last-stored-size")).group(1)) > 
 row = text(b)
 assert re.search(r"main__b__", dom), "b snapshot name"
 assert "in sync" in row and "full snapshot + deltas, up to txn" in row, row
+# Its newest snapshot: time and age, and the same time as merged here.
+times = re.findall(r"\d{4}-\d\d-\d\dT[\d:.]+Z", row)
+assert len(times) == 2 and times[0] == times[1] and re.search(r"Z \(\d+s ago\)", row), row
 assert [n for n in p.tags if n["attrs"].get("data-lag-seconds") == "0"], "lag 0"
 (none,) = [n for n in p.tags if n["attrs"].get("data-kind") == "none"]
 assert text(none) == "none"
 '
 chrome --screenshot="$OUT/status-in-sync.png" "$URL" > /dev/null
-[ -s "$OUT/status-in-sync.png" ] && ok "screenshot $OUT/status-in-sync.png" || bad "screenshot status-in-sync.png"
+png "$OUT/status-in-sync.png"
 # Usable without JavaScript: the HTML as served (what a browser with scripts off renders;
 # Chromium's --dump-dom itself needs scripts) holds the same verdict and rows, and nothing on
 # the page runs a script (no <script>, no on* handler, no javascript: link).
@@ -270,7 +283,7 @@ errors = [text(n) for n in p.tags if n['attrs'].get('data-kind') == 'error']
 assert any('load b' in e and 'corrupt' in e for e in errors), errors
 "
 chrome --screenshot="$OUT/status-behind.png" "$URL" > /dev/null
-[ -s "$OUT/status-behind.png" ] && ok "screenshot $OUT/status-behind.png" || bad "screenshot status-behind.png"
+png "$OUT/status-behind.png"
 
 # --- the Grafana dashboard against these daemons' /metrics ----------------------------------
 # A third daemon on a bucket of its own, removed under it once it runs: the S3 error and
