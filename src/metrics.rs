@@ -31,6 +31,9 @@ pub struct Metrics {
     pub in_storage_bytes: IntGaugeVec,
     pub last_received: GaugeVec,
     pub last_received_age: HistogramVec,
+    /// Ours: the time of each instance's snapshot or delta merged (or adopted) here last;
+    /// `last_received_seconds` minus this is how far behind that instance this one is.
+    pub last_merged: GaugeVec,
     // Concurrency limiters (§3.3): `limit_name` is `download` or `decompress`.
     pub climit_limit: IntGaugeVec,
     pub climit_waiting: IntGaugeVec,
@@ -61,12 +64,21 @@ pub struct Metrics {
     pub deltas_stored: IntCounterVec,
     pub deltas_loaded: IntCounterVec,
     pub delta_chain_gaps: IntCounterVec,
+    // Ours: how long merging a remote snapshot or delta took, and how long of that the LMDB
+    // write lock was held (what PowerDNS writers wait for).
+    pub merge_duration: HistogramVec,
+    pub merge_write_lock: HistogramVec,
 }
 
 /// Buckets of `lightningstream_receiver_snapshots_last_received_age_seconds`.
 const AGE_BUCKETS: &[f64] = &[
     0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 7200.0,
     21600.0, 43200.0, 86400.0, 259200.0, 604800.0, 1209600.0, 2592000.0,
+];
+
+/// Buckets of the merge durations: from a one-key delta to a multi-million-record snapshot.
+const MERGE_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
 /// Buckets of `storage_s3_call_duration_seconds`.
@@ -188,6 +200,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &["lmdb", "syncer_instance"],
             AGE_BUCKETS.to_vec(),
         ),
+        last_merged: float_gauge_vec(
+            "lightningstream_receiver_snapshots_last_merged_seconds",
+            "Timestamp of the newest snapshot merged here per instance",
+            &["lmdb", "syncer_instance"],
+        ),
         climit_limit: gauge_vec(
             "lightningstream_climit_limit",
             "Configured number of tokens",
@@ -295,6 +312,18 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "lightningstream_deltas_chain_gaps_total",
             "Number of broken delta chains found (the instance's next full snapshot is awaited)",
             &["lmdb", "instance"],
+        ),
+        merge_duration: histogram_vec(
+            "lightningstream_merge_duration_seconds",
+            "Time to merge one remote snapshot or delta, by kind (snapshot or delta)",
+            &["lmdb", "kind"],
+            MERGE_BUCKETS.to_vec(),
+        ),
+        merge_write_lock: histogram_vec(
+            "lightningstream_merge_write_lock_seconds",
+            "Longest the LMDB write lock was held at once while merging one remote snapshot or delta",
+            lmdb,
+            MERGE_BUCKETS.to_vec(),
         ),
     }
 });

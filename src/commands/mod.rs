@@ -49,9 +49,18 @@ pub fn run(cli: Cli) -> ExitCode {
         }
     };
     let result = match command {
-        Command::Sync(c) => sync::run_sync(&cfg, c),
+        Command::Sync(c) => {
+            // A one-shot pass (the initial load of a new server, by hand) may show bars.
+            if c.only_once || cfg.only_once {
+                crate::progress::allow_bars();
+            }
+            sync::run_sync(&cfg, c)
+        }
         Command::Receive(c) => sync::run_receive(&cfg, c),
-        Command::Snapshots(c) => snapshots::run(&cfg, &c.command),
+        Command::Snapshots(c) => {
+            crate::progress::allow_bars();
+            snapshots::run(&cfg, &c.command)
+        }
         Command::Dump(c) => dump::run(&cfg, c),
         Command::Stats(_) => stats::run(&cfg),
         Command::DropShadow(_) => drop_shadow::run(&cfg),

@@ -35,6 +35,15 @@ pub struct DbBoard {
     pub merged: BTreeMap<String, String>,
     /// Our last stored snapshot and when (ns).
     pub last_stored: Option<(String, i64)>,
+    /// Compressed size of our last stored snapshot.
+    pub last_stored_size: u64,
+    /// The last local LMDB change the syncer saw: transaction ID, and when it saw it (ns).
+    pub last_local_change: Option<(u64, i64)>,
+    /// Per instance: the state of its delta chain here, in words.
+    pub chains: BTreeMap<String, String>,
+    /// Problems still current, by what failed (`list`, `store`, `load <instance>`): when (ns)
+    /// and the error. A success of the same activity removes the entry.
+    pub errors: BTreeMap<String, (i64, String)>,
     pub startup_complete: bool,
 }
 

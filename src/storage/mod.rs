@@ -72,9 +72,12 @@ pub fn get_as_file(storage: &dyn Storage, name: &str) -> Result<(File, u64)> {
             .len();
         return Ok((file, size));
     }
-    let mut body = storage.get(name)?;
+    let body = storage.get(name)?;
     let mut file = tempfile::tempfile().map_err(|e| StorageError::io("get", name, e))?;
-    let size = io::copy(&mut body, &mut file).map_err(|e| StorageError::stream("get", name, e))?;
+    let progress = crate::progress::Progress::new(&format!("downloading {name}"), None);
+    let size = io::copy(&mut progress.reader(body), &mut file)
+        .map_err(|e| StorageError::stream("get", name, e))?;
+    progress.finish();
     file.seek(SeekFrom::Start(0))
         .map_err(|e| StorageError::io("get", name, e))?;
     Ok((file, size))

@@ -63,6 +63,8 @@ impl Syncer {
                     let next = self
                         .sched
                         .merged(&instance, &name, meta_txn_id, Instant::now());
+                    self.observer
+                        .chain_state(&instance, self.sched.chain(&instance));
                     self.act(next, jobs);
                     if !m.local_changed {
                         self.last_synced_txn_id = m.txn_id;
@@ -80,7 +82,7 @@ impl Syncer {
                 }
                 Err(e @ FetchError::Io { .. }) => {
                     // Our temporary copy could not be read: fetch it again later.
-                    self.observer.load_failed(&name, &e);
+                    self.observer.load_failed(&instance, &name, &e);
                     self.sched.merge_retry(&instance, Instant::now());
                 }
                 Err(e) => return Err(e.into()),

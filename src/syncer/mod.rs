@@ -150,6 +150,10 @@ impl Syncer {
     fn report(&self, actions: &[Action]) {
         for a in actions {
             self.observer.scheduled(a);
+            if let Action::Adopted { instance, .. } = a {
+                self.observer
+                    .chain_state(instance, self.sched.chain(instance));
+            }
         }
     }
 
@@ -167,7 +171,10 @@ impl Syncer {
     fn handle(&mut self, msg: Msg, jobs: &Sender<Job>) {
         let now = Instant::now();
         let actions = match msg {
-            Msg::Listing(Ok(l)) => self.sched.listed(l, now),
+            Msg::Listing(Ok(l)) => {
+                self.observer.listed();
+                self.sched.listed(l, now)
+            }
             Msg::Listing(Err(e)) => {
                 self.observer.listing_failed(&e);
                 return;
@@ -196,7 +203,7 @@ impl Syncer {
                 name,
                 result: Err(e),
             } => {
-                self.observer.load_failed(&name, &e);
+                self.observer.load_failed(&instance, &name, &e);
                 self.sched.fetch_failed(&instance, &name, None, now)
             }
             Msg::LocalTxn(_) => return,
@@ -348,6 +355,9 @@ impl Syncer {
                 log::info!(db = self.db, last_snapshot_time_passed = format!("{:?}", last_snapshot.elapsed()); "Snapshot overdue, forcing one");
             }
             let last_txn_id = self.env.info().context("reading LMDB info")?.last_txn_id;
+            if last_txn_id > self.last_synced_txn_id {
+                self.observer.local_change(last_txn_id);
+            }
             if last_txn_id > self.last_synced_txn_id || overdue {
                 if self.sched.is_waiting_for(&self.instance) {
                     log::info!(db = self.db; "Waiting to load own old snapshot before writing a new one");

@@ -56,6 +56,46 @@ impl Observer {
         }
     }
 
+    /// Records a current problem on the status page's board (secret-free: the error texts
+    /// name objects and storage responses, never configuration values).
+    fn board_error(&self, what: &str, error: String) {
+        update_board(&self.db, |b| {
+            b.errors.insert(what.to_string(), (now_ns(), error));
+        });
+    }
+
+    fn board_clear(&self, what: &str) {
+        update_board(&self.db, |b| {
+            b.errors.remove(what);
+        });
+    }
+
+    /// The time in an object's name, as `last_received_seconds` has it, as this instance's
+    /// newest merged object of that instance.
+    fn merged_up_to(&self, instance: &str, name: &str) {
+        if let Ok((n, _)) = crate::core::name::SnapshotName::parse_object(name) {
+            metrics()
+                .last_merged
+                .with_label_values(&[&self.db, instance])
+                .set(unix_seconds(n.timestamp_ns));
+        }
+    }
+
+    /// The state of an instance's delta chain here, in words, for the status page.
+    pub fn chain_state(&self, instance: &str, chain: &super::chain::Chain) {
+        let described = chain.describe();
+        update_board(&self.db, |b| {
+            b.chains.insert(instance.to_string(), described);
+        });
+    }
+
+    /// The LMDB moved past what our last snapshot or merge covered.
+    pub fn local_change(&self, txn_id: u64) {
+        update_board(&self.db, |b| {
+            b.last_local_change = Some((txn_id, now_ns()));
+        });
+    }
+
     /// The health trackers (the lister reports to them directly).
     pub fn health(&self) -> &DbHealth {
         &self.health
@@ -114,6 +154,7 @@ impl Observer {
             Action::Adopted { instance, name } => {
                 log::info!(db = db, snapshot_instance = instance, filename = name;
                     "Full snapshot covered by the merged delta chain, not downloaded");
+                self.merged_up_to(instance, name);
                 update_board(db, |b| {
                     b.merged.insert(instance.clone(), name.clone());
                 });
@@ -130,8 +171,16 @@ impl Observer {
                     .with_label_values(&[db, instance])
                     .inc();
             }
-            Action::Corrupt { name, reason, .. } => {
+            Action::Corrupt {
+                instance,
+                name,
+                reason,
+            } => {
                 log::warn!(db = db, filename = name, error = reason; "Snapshot marked as corrupt and will be ignored");
+                self.board_error(
+                    &format!("load {instance}"),
+                    format!("{name} is corrupt and skipped: {reason}"),
+                );
             }
             Action::DoneWaiting { instance } => {
                 log::info!(db = db, other_instance = instance; "No longer waiting for instance");
@@ -158,13 +207,19 @@ impl Observer {
         }
     }
 
-    pub fn listing_failed(&self, e: &anyhow::Error) {
-        log::error!(db = self.db, error = format!("{e:#}"); "Fetch error");
+    pub fn listed(&self) {
+        self.board_clear("list");
     }
 
-    /// A download or merge that will be retried later.
-    pub fn load_failed(&self, name: &str, e: &dyn std::fmt::Display) {
+    pub fn listing_failed(&self, e: &anyhow::Error) {
+        log::error!(db = self.db, error = format!("{e:#}"); "Fetch error");
+        self.board_error("list", format!("listing the storage: {e:#}"));
+    }
+
+    /// A download or merge of the instance's object `name` that will be retried later.
+    pub fn load_failed(&self, instance: &str, name: &str, e: &dyn std::fmt::Display) {
         log::warn!(db = self.db, filename = name, error = e.to_string(); "Load error");
+        self.board_error(&format!("load {instance}"), format!("{name}: {e}"));
     }
 
     pub fn loading(&self, instance: &str, own: bool) {
@@ -188,8 +243,17 @@ impl Observer {
             timestamp = r.snapshot_timestamp, extra = "",
             compressed_size_bytes = r.compressed_size,
             kind = kind(delta); "Loaded remote update");
+        let m = metrics();
+        m.merge_duration
+            .with_label_values(&[&self.db, kind(delta)])
+            .observe(r.time_total.as_secs_f64());
+        m.merge_write_lock
+            .with_label_values(&[&self.db])
+            .observe(r.merged.time_write_lock.as_secs_f64());
+        self.merged_up_to(r.instance, r.name);
         update_board(&self.db, |b| {
             b.merged.insert(r.instance.to_string(), r.name.to_string());
+            b.errors.remove(&format!("load {}", r.instance));
         });
         if delta {
             metrics()
@@ -225,10 +289,12 @@ impl Observer {
 
     pub fn store_succeeded(&self) {
         self.health.store.add_success();
+        self.board_clear("store");
     }
 
-    /// A failed attempt; `gave_up` when no retry follows.
-    pub fn store_failed(&self, e: &dyn std::fmt::Display, gave_up: bool) {
+    /// A failed attempt to store `name`; `gave_up` when no retry follows.
+    pub fn store_failed(&self, name: &str, e: &dyn std::fmt::Display, gave_up: bool) {
+        self.board_error("store", format!("storing {name}: {e}"));
         let m = metrics();
         m.store_failed_attempts.with_label_values(&[&self.db]).inc();
         self.health.store.add_failure(e);
@@ -249,7 +315,8 @@ impl Observer {
             m.deltas_stored.with_label_values(&[&self.db]).inc();
         }
         update_board(&self.db, |b| {
-            b.last_stored = Some((r.name.to_string(), r.ts))
+            b.last_stored = Some((r.name.to_string(), r.ts));
+            b.last_stored_size = r.size;
         });
         let ratio = if r.size > 0 {
             r.uncompressed_size as f64 / r.size as f64

@@ -209,6 +209,17 @@ impl Scheduler {
         &self.waiting
     }
 
+    /// What has been merged of the instance (an empty chain before anything).
+    pub fn chain(&self, instance: &str) -> &Chain {
+        static EMPTY: Chain = Chain {
+            base: None,
+            last: None,
+            end: 0,
+            broken: false,
+        };
+        self.chains.get(instance).unwrap_or(&EMPTY)
+    }
+
     /// Per instance, the object last merged or adopted.
     pub fn processed(&self) -> &BTreeMap<String, String> {
         &self.processed

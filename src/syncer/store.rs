@@ -159,7 +159,7 @@ impl Syncer {
                     Err(e) => {
                         failed += 1;
                         self.observer
-                            .store_failed(e, !policy.allows_another(failed));
+                            .store_failed(name, e, !policy.allows_another(failed));
                     }
                 }
                 r
