@@ -4,6 +4,7 @@
 //! is raised before anything opens an LMDB. Backend options (`storage.options`) are kept raw and
 //! parsed by the backend that needs them, as upstream does.
 
+mod azure;
 mod expand;
 mod types;
 
@@ -12,6 +13,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use azure::AzureOptions;
 pub use expand::expand_env;
 pub use types::{
     GoDuration, dbi_flags_string, format_size, parse_dbi_flags, parse_size, parse_yaml11_int,
@@ -303,7 +305,13 @@ pub struct StorageConfig {
 }
 
 /// Option keys whose values never appear in logs.
-const SECRET_KEYS: [&str; 3] = ["secret_key", "secret", "password"];
+const SECRET_KEYS: [&str; 5] = [
+    "secret_key",
+    "secret",
+    "password",
+    "account_key",
+    "sas_token",
+];
 
 fn ser_redacted<S: serde::Serializer>(m: &serde_norway::Mapping, s: S) -> Result<S::Ok, S::Error> {
     let mut out = m.clone();

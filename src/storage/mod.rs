@@ -1,8 +1,9 @@
 //! Object storage behind one small trait: list by prefix in name order, get as a stream, put from
-//! a stream of known length, delete. Backends live one per file (`fs`, `memory`, and S3 in its own
-//! issue); the syncer and the `snapshots` commands only see [`Storage`]. Streams keep snapshot
+//! a stream of known length, delete. Backends live one per file (`fs`, `memory`, `s3`) or folder
+//! (`azure`); the syncer and the `snapshots` commands only see [`Storage`]. Streams keep snapshot
 //! transfers out of memory, and the known length is what S3 needs for a plain signed PUT.
 
+pub mod azure;
 pub mod fs;
 pub mod memory;
 pub mod s3;

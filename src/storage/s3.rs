@@ -174,7 +174,7 @@ fn read_file(path: &str, what: &str) -> io::Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| io::Error::new(e.kind(), format!("{what} {path}: {e}")))
 }
 
-fn tls_config(o: &crate::config::TlsOptions) -> io::Result<TlsConfig> {
+pub(crate) fn tls_config(o: &crate::config::TlsOptions) -> io::Result<TlsConfig> {
     let mut roots: Vec<Certificate<'static>> = Vec::new();
     if !o.ca_file.is_empty() {
         roots.extend(pem_certs(
