@@ -585,6 +585,54 @@ fn entra_id_through_stand_in_token_endpoints() {
         "{err}"
     );
     assert_eq!(refusing.count(), 1, "{err}");
+
+    // A token the service refuses (revoked, expired early): one new token, then success.
+    let tokens = stub::Stub::start(|_, n| {
+        (
+            200,
+            vec![],
+            format!("{{\"expires_in\":3600,\"access_token\":\"token-{n}\"}}"),
+        )
+    });
+    let store = stub::Stub::start(|req, _| {
+        if req.header("authorization") == Some("Bearer token-1") {
+            (
+                401,
+                vec![("x-ms-error-code", "InvalidAuthenticationInfo".into())],
+                String::new(),
+            )
+        } else {
+            (
+                200,
+                vec![],
+                "<EnumerationResults><Blobs /><NextMarker /></EnumerationResults>".into(),
+            )
+        }
+    });
+    let c = Instance::with_storage(
+        dir.path(),
+        "c",
+        &format!(
+            "storage:\n  type: azure\n  options:\n    endpoint_url: {}/{ACCOUNT}\n    container: entra\n",
+            store.url()
+        ),
+        "200ms",
+    );
+    let out = c
+        .command(&["snapshots", "list"])
+        .env("AZURE_TENANT_ID", "tenant-1")
+        .env("AZURE_CLIENT_ID", "app-1")
+        .env("AZURE_CLIENT_SECRET", secret)
+        .env("AZURE_AUTHORITY_HOST", tokens.url())
+        .output()
+        .unwrap();
+    common::assert_ok(&out, "snapshots list after a refused token");
+    assert_eq!(tokens.count(), 2);
+    assert_eq!(
+        store.count(),
+        3,
+        "refused, then the start-up check and the listing"
+    );
 }
 
 /// Polls the container's listing (with the key) until `cond` holds.
@@ -718,13 +766,15 @@ fn two_daemons_converge_through_azurite() {
     let Some(az) = Azurite::start(dir.path()) else {
         return;
     };
+    let port = common::free_port();
     let storage_yaml = format!(
         "storage:\n  type: azure\n  options:\n    endpoint_url: {}\n    container: fleet\n    create_container: true\n    \
          account_name: {ACCOUNT}\n    use_shared_key: true\n    account_key: '{KEY}'\n    global_prefix: ls/\n    \
          use_update_marker: true\n",
         az.endpoint()
     );
-    let a = Instance::with_storage(dir.path(), "a", &storage_yaml, "100ms");
+    let a_yaml = format!("{storage_yaml}http: {{address: '127.0.0.1:{port}'}}\n");
+    let a = Instance::with_storage(dir.path(), "a", &a_yaml, "100ms");
     let b = Instance::with_storage(dir.path(), "b", &storage_yaml, "100ms");
     a.write(
         "records",
@@ -750,6 +800,20 @@ fn two_daemons_converge_through_azurite() {
         a.dump().get(&key("records", "k3")) == Some(&entry(400, Some("b3")))
     });
     eprintln!("converged in {took:?}");
+    // Upstream's storage_azure_* metrics, by upstream's method names.
+    let (status, metrics) = common::get(port, "/metrics").expect("status server");
+    assert_eq!(status, 200);
+    for want in [
+        "storage_azure_call_total{method=\"list\"}",
+        "storage_azure_call_total{method=\"store\"}",
+        "storage_azure_call_total{method=\"load\"}",
+        "storage_azure_call_total{method=\"create-container\"}",
+        "storage_azure_call_duration_seconds_bucket{method=\"load\",le=\"60\"}",
+        "storage_azure_call_timestamp_seconds{method=\"store\"}",
+    ] {
+        assert!(metrics.contains(want), "{want} missing:\n{metrics}");
+    }
+    common::promtool_check(&metrics);
     // The CLI lists the snapshots under the prefix, and the log never shows the key.
     let out = a.command(&["snapshots", "list", "-l"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

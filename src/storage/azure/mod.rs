@@ -398,6 +398,7 @@ impl AzureStorage {
         let mut backoff = BACKOFF_START;
         let mut last = String::new();
         let mut last_kind = String::from("Unknown");
+        let mut token_renewed = false;
         for n in 1..=ATTEMPTS {
             let (verdict, message, kind) = match attempt() {
                 Ok(resp) => {
@@ -428,9 +429,12 @@ impl AzureStorage {
                             "NotFound".into(),
                         ));
                     }
-                    if let (401 | 403, Auth::Bearer(t)) = (status, &self.auth) {
-                        // A token revoked or expired early: the next attempt fetches a new one.
+                    if let (401, Auth::Bearer(t), false) = (status, &self.auth, token_renewed) {
+                        // A token revoked or expired early: one more attempt with a new one.
                         t.invalidate();
+                        token_renewed = true;
+                        log::debug!(op = op, name = name; "Azure refused the bearer token, fetching a new one");
+                        continue;
                     }
                     let detail = match (code.is_empty(), msg.is_empty()) {
                         (true, _) => format!("HTTP {status}"),
