@@ -357,8 +357,7 @@ fn bad_keys_and_missing_containers() {
     std::thread::sleep(Duration::from_millis(1100));
     let e = s
         .list("")
-        .err()
-        .expect("the rotated wrong key is used")
+        .expect_err("the rotated wrong key is used")
         .to_string();
     assert!(e.contains("403"), "{e}");
     std::fs::write(&key_file, KEY).unwrap();

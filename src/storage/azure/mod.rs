@@ -79,12 +79,15 @@ impl From<ureq::Error> for AttemptError {
     }
 }
 
+/// Request headers, names as sent.
+type Headers = Vec<(&'static str, String)>;
+
 /// One request: its method, the blob (or the container itself), query and headers to sign.
 struct Call<'a> {
     method: &'static str,
     blob: Option<&'a str>,
     query: Vec<(&'static str, String)>,
-    headers: Vec<(&'static str, String)>,
+    headers: Headers,
 }
 
 impl<'a> Call<'a> {
@@ -285,10 +288,7 @@ impl AzureStorage {
     }
 
     /// The URL and headers of one attempt of `call`, authorized with current credentials.
-    fn prepare(
-        &self,
-        call: &Call,
-    ) -> std::result::Result<(String, Vec<(&'static str, String)>), AttemptError> {
+    fn prepare(&self, call: &Call) -> std::result::Result<(String, Headers), AttemptError> {
         let mut path = format!(
             "{}/{}",
             self.base_path,
