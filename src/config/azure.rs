@@ -187,3 +187,103 @@ impl Config {
         Ok(o)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn azure(options: &str) -> Result<AzureOptions, ConfigError> {
+        let text = format!(
+            "lmdbs:\n  main:\n    path: /tmp/x\nstorage:\n  type: azure\n  options:\n{options}"
+        );
+        super::super::parse_with_env(&text, "test.yaml", |_| None)
+            .unwrap()
+            .azure_options()
+    }
+
+    #[test]
+    fn go_defaults() {
+        let o = azure("    account_name: acct\n    container: c\n").unwrap();
+        assert_eq!(o.endpoint(), "https://acct.blob.core.windows.net");
+        assert!(!o.use_shared_key && !o.create_container && !o.use_update_marker);
+        assert_eq!(o.init_timeout, GoDuration::from_secs(20));
+        assert_eq!(o.secrets_refresh_interval, GoDuration::from_secs(15));
+        assert_eq!(
+            o.update_marker_force_list_interval,
+            GoDuration::from_secs(300)
+        );
+        assert_eq!(o.client_timeout, GoDuration::from_secs(900));
+        assert_eq!(o.max_idle_conns, 100);
+        assert_eq!(o.concurrency, 0);
+        // Zero means the default, as Go's getOpt has it.
+        let o = azure("    account_name: a\n    container: c\n    init_timeout: 0s\n    client_timeout: 0\n    max_idle_conns: 0\n").unwrap();
+        assert_eq!(o.init_timeout, GoDuration::from_secs(20));
+        assert_eq!(o.client_timeout, GoDuration::from_secs(900));
+        assert_eq!(o.max_idle_conns, 100);
+        // A path-style endpoint without an account name.
+        let o =
+            azure("    container: c\n    endpoint_url: http://127.0.0.1:10000/devstoreaccount1\n")
+                .unwrap();
+        assert_eq!(o.endpoint(), "http://127.0.0.1:10000/devstoreaccount1");
+    }
+
+    #[test]
+    fn go_checks_with_lines() {
+        let e = azure("    account_name: a\n").unwrap_err().to_string();
+        assert!(e.contains("container is required"), "{e}");
+        let e = azure("    container: c\n").unwrap_err().to_string();
+        assert!(
+            e.contains("account_name is required if endpoint_url is not set"),
+            "{e}"
+        );
+        let e = azure("    container: c\n    account_name: a\n    use_shared_key: true\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("either account_key or account_key_file"), "{e}");
+        assert!(e.contains("line 9"), "{e}");
+        let e = azure("    container: c\n    account_name: a\n    use_shared_key: true\n    account_key_file: /k\n    secrets_refresh_interval: 500ms\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("at least 1s") && e.contains("line 11"), "{e}");
+        // Unknown keys are rejected with their line, like the other backends' options.
+        let e = azure("    container: c\n    account_name: a\n    bucket: b\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bucket") && e.contains("line 9"), "{e}");
+        let e = azure("    container: c\n    account_name: a\n    sas_token: 'sig=x'\n    sas_token_file: /t\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not both"), "{e}");
+        let e = azure("    container: c\n    account_name: a\n    sas_token: 'sig=x'\n    use_shared_key: true\n    account_key: k\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("exclude each other"), "{e}");
+        let e = azure("    container: c\n    endpoint_url: ftp://x\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http:// or https://"), "{e}");
+    }
+
+    #[test]
+    fn secrets_never_shown() {
+        let o = azure(
+            "    container: c\n    account_name: a\n    use_shared_key: true\n    account_key: 'S3CRETKEY=='\n    sas_token_file: /t\n",
+        );
+        // (refused for mixing, but the Debug of a valid one must hide the key)
+        assert!(o.is_err());
+        let o = azure("    container: c\n    account_name: a\n    use_shared_key: true\n    account_key: 'S3CRETKEY=='\n").unwrap();
+        assert!(!format!("{o:?}").contains("S3CRETKEY"));
+        let o =
+            azure("    container: c\n    account_name: a\n    sas_token: 'sv=1&sig=S3CRETSIG'\n")
+                .unwrap();
+        assert!(!format!("{o:?}").contains("S3CRETSIG"));
+        let text = "lmdbs:\n  main:\n    path: /tmp/x\nstorage:\n  type: azure\n  options: {container: c, account_name: a, account_key: 'S3CRETKEY==', sas_token: 'sv=1&sig=S3CRETSIG'}\n";
+        let y = super::super::parse_with_env(text, "t.yaml", |_| None)
+            .unwrap()
+            .effective_yaml();
+        assert!(
+            !y.contains("S3CRET") && y.contains("account_key: '***'"),
+            "{y}"
+        );
+    }
+}
