@@ -231,6 +231,10 @@ impl AzureStorage {
                 Auth::SharedKey(s)
             }
         } else {
+            if !opts.account_key.is_empty() || !opts.account_key_file.is_empty() {
+                // The Go version ignores the key silently in this case; say so.
+                log::warn!(container = opts.container; "Azure: account_key/account_key_file are ignored without use_shared_key: true; using Entra ID");
+            }
             Auth::Bearer(TokenSource::from_env(
                 |k| std::env::var(k).ok(),
                 tls.clone(),
