@@ -9,7 +9,9 @@
 # usage: tests/azurite-install.sh        env: LS_TEST_CACHE (default /var/cache/lightningstream-tests)
 set -euo pipefail
 
-version=3.37.0
+# 3.35.0: the newest release that supports node < 21 (3.36 needs 21, 3.37 needs 22; Debian 12
+# ships 18).
+version=3.35.0
 dir=${LS_TEST_CACHE:-/var/cache/lightningstream-tests}/azurite
 main=$dir/node_modules/azurite/dist/src/blob/main.js
 
