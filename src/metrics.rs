@@ -58,6 +58,13 @@ pub struct Metrics {
     pub s3_call_duration: HistogramVec,
     pub s3_call_errors: IntCounterVec,
     pub s3_call_errors_by_type: IntCounterVec,
+    // Azure backend calls, upstream's `storage_azure_*`; `method` is list, load, store, delete
+    // or create-container.
+    pub azure_calls: IntCounterVec,
+    pub azure_call_timestamp: GaugeVec,
+    pub azure_call_duration: HistogramVec,
+    pub azure_call_errors: IntCounterVec,
+    pub azure_call_errors_by_type: IntCounterVec,
     // Ours, not upstream's: the /healthz checks as a metric, for alerting without a prober.
     pub health_check_status: IntGaugeVec,
     // Ours: deltas (stored, merged, and chains found broken).
@@ -81,7 +88,8 @@ const MERGE_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
-/// Buckets of `storage_s3_call_duration_seconds`.
+/// Buckets of `storage_s3_call_duration_seconds` and `storage_azure_call_duration_seconds`
+/// (the same in upstream).
 const S3_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0,
 ];
@@ -291,6 +299,32 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         s3_call_errors_by_type: counter_vec(
             "storage_s3_call_error_by_type_total",
             "S3 call errors by method and error type",
+            &["method", "error"],
+        ),
+        azure_calls: counter_vec(
+            "storage_azure_call_total",
+            "Azure API calls by method",
+            &["method"],
+        ),
+        azure_call_timestamp: float_gauge_vec(
+            "storage_azure_call_timestamp_seconds",
+            "UNIX timestamp of last Azure API call by method",
+            &["method"],
+        ),
+        azure_call_duration: histogram_vec(
+            "storage_azure_call_duration_seconds",
+            "Azure API call duration by method",
+            &["method"],
+            S3_BUCKETS.to_vec(),
+        ),
+        azure_call_errors: counter_vec(
+            "storage_azure_call_error_total",
+            "Azure API call errors by method",
+            &["method"],
+        ),
+        azure_call_errors_by_type: counter_vec(
+            "storage_azure_call_error_by_type_total",
+            "Azure API call errors by method and error type",
             &["method", "error"],
         ),
         health_check_status: gauge_vec(

@@ -14,6 +14,15 @@ fi
 PROMTOOL=$(tests/fetch-promtool.sh)
 export LS_PROMTOOL="$PROMTOOL" LS_REQUIRE_PROMTOOL=1
 
+# Azurite (the Azure Storage emulator, from npm) for the azure backend's tests: node and npm
+# from Debian when missing; the tests install Azurite itself into the test cache
+# (tests/azurite-install.sh). In CI they must run, not skip.
+if ! command -v npm >/dev/null; then
+    echo "== installing nodejs and npm (Debian) for Azurite"
+    apt-get install -y -qq nodejs npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
+fi
+export LS_REQUIRE_AZURITE=1
+
 echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"
@@ -59,6 +68,11 @@ fi
 if [ "$status" = 0 ]; then
     echo "== chaos convergence"
     tests/chaos.sh 2>&1 | tee -a "$log" || status=$?
+fi
+# The same on the azure backend, on Azurite, for one minute.
+if [ "$status" = 0 ]; then
+    echo "== chaos convergence on Azurite (azure backend)"
+    tests/chaos-azurite.sh 60 2>&1 | tee -a "$log" || status=$?
 fi
 # The same on a 3-node Garage cluster: opt-in (LS_GARAGE=1), since building Garage on a fresh
 # machine takes about 21 minutes; cached afterwards.

@@ -19,7 +19,9 @@ use crate::cli::{Cli, Command};
 use crate::config::{self, Config, GoDuration, LmdbConfig};
 use crate::lmdb::{Env, EnvOptions};
 use crate::logging;
-use crate::storage::{Storage, fs::FsStorage, memory::MemoryStorage, s3::S3Storage};
+use crate::storage::{
+    Storage, azure::AzureStorage, fs::FsStorage, memory::MemoryStorage, s3::S3Storage,
+};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -178,6 +180,7 @@ pub fn open_storage(cfg: &Config) -> anyhow::Result<Arc<dyn Storage>> {
         }
         "memory" => Arc::new(MemoryStorage::new()),
         "s3" => Arc::new(S3Storage::new(cfg.s3_options()?).context("s3 storage")?),
+        "azure" => Arc::new(AzureStorage::new(cfg.azure_options()?).context("azure storage")?),
         "" => bail!("no storage.type configured"),
         other => bail!("storage.type {other:?} not found or registered"),
     };

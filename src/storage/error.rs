@@ -45,6 +45,23 @@ pub enum ErrorKind {
 /// A failed storage operation. Boxed inside so that `Result<T, StorageError>` stays one word.
 pub struct StorageError(Box<Inner>);
 
+impl ErrorKind {
+    /// The kind of a failed HTTP response: its status and the service's error code (a 404
+    /// without a more specific code is [`ErrorKind::NotFound`] for a `get`).
+    pub fn of_http(status: u16, code: &str, get: bool) -> ErrorKind {
+        match (status, code) {
+            (404, "" | "NoSuchKey" | "BlobNotFound") if get => ErrorKind::NotFound,
+            (429, _) | (_, "SlowDown" | "Throttling" | "RequestLimitExceeded" | "ServerBusy") => {
+                ErrorKind::Throttled
+            }
+            (401 | 403, _) => ErrorKind::Auth,
+            (500.., _) => ErrorKind::Server,
+            (400..=499, _) => ErrorKind::Client,
+            _ => ErrorKind::Protocol,
+        }
+    }
+}
+
 struct Inner {
     kind: ErrorKind,
     op: &'static str,
@@ -57,6 +74,9 @@ struct Inner {
     /// Set when the operation was retried and every attempt failed.
     gave_up_after: Option<u32>,
     source: Option<io::Error>,
+    /// The message already says everything, status and hints included (a backend that
+    /// words its own errors, like Azure's naming container and blob).
+    described: bool,
 }
 
 impl StorageError {
@@ -77,7 +97,25 @@ impl StorageError {
             retry_after: None,
             gave_up_after: None,
             source: None,
+            described: false,
         }))
+    }
+
+    /// A failure a backend has worded completely (`message`, redacted here); the HTTP status
+    /// and the service's error code are kept for metrics and retry decisions.
+    pub fn described(
+        kind: ErrorKind,
+        op: &'static str,
+        name: &str,
+        status: Option<u16>,
+        code: Option<&str>,
+        message: impl Into<String>,
+    ) -> StorageError {
+        let mut e = StorageError::new(kind, op, name, message);
+        e.0.status = status;
+        e.0.code = code.filter(|c| !c.is_empty()).map(str::to_string);
+        e.0.described = true;
+        e
     }
 
     pub fn not_found(name: &str) -> StorageError {
@@ -113,21 +151,20 @@ impl StorageError {
         message: &str,
         retry_after: Option<Duration>,
     ) -> StorageError {
-        let kind = match (status, code) {
-            (404, "" | "NoSuchKey") if op == "get" => ErrorKind::NotFound,
-            (429, _) | (_, "SlowDown" | "Throttling" | "RequestLimitExceeded") => {
-                ErrorKind::Throttled
-            }
-            (401 | 403, _) => ErrorKind::Auth,
-            (500.., _) => ErrorKind::Server,
-            (400..=499, _) => ErrorKind::Client,
-            _ => ErrorKind::Protocol,
-        };
+        let kind = ErrorKind::of_http(status, code, op == "get");
         let mut e = StorageError::new(kind, op, name, message);
         e.0.status = Some(status);
         e.0.code = Some(code.to_string()).filter(|c| !c.is_empty());
         e.0.retry_after = retry_after;
         e
+    }
+
+    /// The same error with the HTTP response it came from (status and error code), for
+    /// metrics and retry decisions.
+    pub fn with_response(mut self, status: u16, code: &str) -> StorageError {
+        self.0.status = Some(status);
+        self.0.code = Some(code.to_string()).filter(|c| !c.is_empty());
+        self
     }
 
     /// The same error, marked as the last of `attempts` that all failed.
@@ -234,7 +271,9 @@ impl fmt::Display for StorageError {
             }
             _ => write!(f, "{} {:?}: ", e.op, e.name)?,
         }
-        if let Some(status) = e.status {
+        if e.described {
+            f.write_str(&e.message)?;
+        } else if let Some(status) = e.status {
             write!(f, "HTTP {status}")?;
             if let Some(code) = &e.code {
                 write!(f, " {code}")?;

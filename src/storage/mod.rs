@@ -1,9 +1,10 @@
 //! Object storage behind one small trait: list by prefix in name order, get as a stream, put from
-//! a stream of known length, delete. Backends live one per module (`fs`, `memory`, `s3/`) and
+//! a stream of known length, delete. Backends live one per module (`fs`, `memory`, `s3/`, `azure/`) and
 //! share one typed error ([`StorageError`], in `error.rs`); the syncer and the `snapshots`
 //! commands only see [`Storage`]. Streams keep snapshot transfers out of memory, and the known
 //! length is what S3 needs for a plain signed PUT.
 
+pub mod azure;
 mod error;
 pub mod fs;
 pub mod memory;

@@ -13,6 +13,7 @@ mod credentials;
 mod list;
 mod request;
 mod tls;
+pub(crate) use tls::tls_config;
 mod upload;
 
 use std::io::Read;

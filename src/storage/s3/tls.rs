@@ -29,7 +29,7 @@ fn read_file(path: &str, what: &str) -> io::Result<Vec<u8>> {
 }
 
 /// The ureq TLS configuration for the `tls` options.
-pub(super) fn tls_config(o: &TlsOptions) -> io::Result<TlsConfig> {
+pub(crate) fn tls_config(o: &TlsOptions) -> io::Result<TlsConfig> {
     let mut roots: Vec<Certificate<'static>> = Vec::new();
     if !o.ca_file.is_empty() {
         roots.extend(pem_certs(
