@@ -308,13 +308,11 @@ impl Keyring {
             failed: false,
             read: 0,
         };
-        let decryptor = match age::Decryptor::new_buffered(BufReader::with_capacity(
-            64 * 1024,
-            &mut src,
-        )) {
-            Ok(d) => d,
-            Err(e) => return Err(header_error(e, src.failed)),
-        };
+        let decryptor =
+            match age::Decryptor::new_buffered(BufReader::with_capacity(64 * 1024, &mut src)) {
+                Ok(d) => d,
+                Err(e) => return Err(header_error(e, src.failed)),
+            };
         if decryptor.is_scrypt() {
             return Err(OpenError::Corrupt(
                 "encrypted with a passphrase, not to a recipient".into(),

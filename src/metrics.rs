@@ -61,6 +61,8 @@ pub struct Metrics {
     pub deltas_stored: IntCounterVec,
     pub deltas_loaded: IntCounterVec,
     pub delta_chain_gaps: IntCounterVec,
+    // Ours: encrypted objects fetched, by outcome.
+    pub encrypted_objects: IntCounterVec,
 }
 
 /// Buckets of `lightningstream_receiver_snapshots_last_received_age_seconds`.
@@ -295,6 +297,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "lightningstream_deltas_chain_gaps_total",
             "Number of broken delta chains found (the instance's next full snapshot is awaited)",
             &["lmdb", "instance"],
+        ),
+        encrypted_objects: counter_vec(
+            "lightningstream_encrypted_objects_total",
+            "Encrypted objects fetched, by result: decrypted, corrupt (failed authentication, never merged), no_identity or wrong_identity (skipped)",
+            &["lmdb", "result"],
         ),
     }
 });

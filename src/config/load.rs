@@ -332,7 +332,9 @@ impl Config {
             }
         }
         if !e.recipients.is_empty() && e.identity_files.is_empty() {
-            log::warn!("encryption.recipients without identity_files: this instance cannot read encrypted objects, not even its own");
+            log::warn!(
+                "encryption.recipients without identity_files: this instance cannot read encrypted objects, not even its own"
+            );
         }
         Ok(())
     }

@@ -429,10 +429,24 @@ fn encryption_section() {
     assert_eq!(c.encryption.recipients, [PUBLIC.as_str()]);
     assert_eq!(c.encryption.identity_files, [key.as_str()]);
     let y = c.effective_yaml();
-    assert!(y.contains(&PUBLIC) && y.contains(&key) && !y.contains(SECRET), "{y}");
+    assert!(
+        y.contains(&PUBLIC) && y.contains(&key) && !y.contains(SECRET),
+        "{y}"
+    );
     // Absent or empty: off, and not printed.
-    assert!(!parse(MINIMAL).unwrap().effective_yaml().contains("encryption"));
-    assert!(parse(&format!("{MINIMAL}encryption:\n")).unwrap().encryption.recipients.is_empty());
+    assert!(
+        !parse(MINIMAL)
+            .unwrap()
+            .effective_yaml()
+            .contains("encryption")
+    );
+    assert!(
+        parse(&format!("{MINIMAL}encryption:\n"))
+            .unwrap()
+            .encryption
+            .recipients
+            .is_empty()
+    );
 
     let bad_recipient = err(&format!(
         "{MINIMAL}encryption:\n  recipients:\n    - {PUBLIC}\n    - age1notakey\n"
@@ -444,7 +458,10 @@ fn encryption_section() {
     assert!(!bad_recipient.contains("age1notakey"), "{bad_recipient}");
     // A secret key pasted as a recipient is named as such, never printed.
     let pasted = err(&format!("{MINIMAL}encryption:\n  recipients: [{SECRET}]\n"));
-    assert!(pasted.contains("not a recipient") && pasted.contains("line 5"), "{pasted}");
+    assert!(
+        pasted.contains("not a recipient") && pasted.contains("line 5"),
+        "{pasted}"
+    );
     assert!(!pasted.contains(SECRET), "{pasted}");
 
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -458,11 +475,19 @@ fn encryption_section() {
     let missing = err(&format!(
         "{MINIMAL}encryption:\n  identity_files: [{key}.missing]\n"
     ));
-    assert!(missing.contains(&format!("{key}.missing")) && missing.contains("line 5"), "{missing}");
+    assert!(
+        missing.contains(&format!("{key}.missing")) && missing.contains("line 5"),
+        "{missing}"
+    );
     std::fs::write(&key, "not a key\n").unwrap();
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let invalid = err(&format!("{MINIMAL}encryption:\n  identity_files: [{key}]\n"));
-    assert!(invalid.contains(&key) && invalid.contains("line 1"), "{invalid}");
+    let invalid = err(&format!(
+        "{MINIMAL}encryption:\n  identity_files: [{key}]\n"
+    ));
+    assert!(
+        invalid.contains(&key) && invalid.contains("line 1"),
+        "{invalid}"
+    );
     assert!(!invalid.contains("not a key"), "{invalid}");
     let unknown = err(&format!("{MINIMAL}encryption:\n  passphrase: x\n"));
     assert!(unknown.contains("encryption.passphrase"), "{unknown}");

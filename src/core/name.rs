@@ -22,8 +22,10 @@ pub const ENCRYPTED_SUFFIX: &str = "age";
 
 /// Whether an object name is that of an encrypted object (by its extension alone).
 pub fn is_encrypted_name(name: &str) -> bool {
-    name.split_once('.')
-        .is_some_and(|(_, ext)| ext.strip_suffix(ENCRYPTED_SUFFIX).is_some_and(|e| e.ends_with('.')))
+    name.split_once('.').is_some_and(|(_, ext)| {
+        ext.strip_suffix(ENCRYPTED_SUFFIX)
+            .is_some_and(|e| e.ends_with('.'))
+    })
 }
 
 /// What an object holds: a full snapshot, or the entries written in LMDB transactions
@@ -414,15 +416,24 @@ mod tests {
         assert_eq!(s, "main__inst1__20220102-030405-012345678__GX.pb.gz.age");
         assert!(full.is_encrypted() && is_encrypted_name(&s));
         assert_eq!(full.plain_extension(), EXTENSION);
-        assert_eq!(SnapshotName::parse_object(&s).unwrap(), (full.clone(), Kind::Snapshot));
+        assert_eq!(
+            SnapshotName::parse_object(&s).unwrap(),
+            (full.clone(), Kind::Snapshot)
+        );
         // Idempotent.
         assert_eq!(full.clone().encrypted(), full);
         // Go's parser: the extension is everything after the first dot, unknown to it.
         let e = SnapshotName::parse(&s).unwrap_err();
-        assert!(e.to_string().contains("unknown extension \"pb.gz.age\""), "{e}");
+        assert!(
+            e.to_string().contains("unknown extension \"pb.gz.age\""),
+            "{e}"
+        );
         let delta = SnapshotName::delta("main", "inst1", T, 7, 12).encrypted();
         let d = delta.object_name();
-        assert_eq!(d, "main__inst1__20220102-030405-012345678__GX__F7__T12.delta.pb.gz.age");
+        assert_eq!(
+            d,
+            "main__inst1__20220102-030405-012345678__GX__F7__T12.delta.pb.gz.age"
+        );
         assert_eq!(
             SnapshotName::parse_object(&d).unwrap(),
             (delta, Kind::Delta { from: 7, to: 12 })
@@ -430,9 +441,17 @@ mod tests {
         assert!(SnapshotName::parse(&d).is_err());
         // A covering full snapshot says what it covers, encrypted or not.
         let c = SnapshotName::full_covering("main", "inst1", T, 12).encrypted();
-        assert_eq!(SnapshotName::parse_object(&c.object_name()).unwrap().0.covers(), Some(12));
+        assert_eq!(
+            SnapshotName::parse_object(&c.object_name())
+                .unwrap()
+                .0
+                .covers(),
+            Some(12)
+        );
         // Plaintext names are not encrypted ones, and near misses are no names at all.
-        assert!(!is_encrypted_name("main__inst1__20220102-030405-012345678__GX.pb.gz"));
+        assert!(!is_encrypted_name(
+            "main__inst1__20220102-030405-012345678__GX.pb.gz"
+        ));
         assert!(!SnapshotName::new("main", "i", T).is_encrypted());
         for bad in [
             "main__i__20220102-030405-012345678__GX.pb.gzage",

@@ -93,8 +93,14 @@ fn rotation_two_recipients_then_one() {
     let data = payload(100_000);
     // Step 1: written to both; readers holding either identity read it.
     let both = seal(&keyring(&[&old, &new], &[]), &data);
-    assert_eq!(open(&keyring(&[], &[old_file.clone()]), &both).unwrap(), data);
-    assert_eq!(open(&keyring(&[], &[new_file.clone()]), &both).unwrap(), data);
+    assert_eq!(
+        open(&keyring(&[], &[old_file.clone()]), &both).unwrap(),
+        data
+    );
+    assert_eq!(
+        open(&keyring(&[], &[new_file.clone()]), &both).unwrap(),
+        data
+    );
     // Step 3: written to the new one only; the old identity alone no longer reads it.
     let only_new = seal(&keyring(&[&new], &[]), &data);
     assert_eq!(
@@ -145,7 +151,14 @@ fn tampered_and_truncated_objects_are_refused() {
     }
     // 140,000 bytes are chunks of 65,536, 65,536 and 8,928 bytes (each with a 16-byte tag):
     // a cut at a chunk boundary loses the chunk marked last.
-    for cut in [0, 10, header_len, header_len + 20, sealed.len() - 8_944, sealed.len() - 1] {
+    for cut in [
+        0,
+        10,
+        header_len,
+        header_len + 20,
+        sealed.len() - 8_944,
+        sealed.len() - 1,
+    ] {
         let e = open(&reader, &sealed[..cut]).unwrap_err();
         assert!(matches!(e, OpenError::Corrupt(_)), "cut at {cut}: {e:?}");
     }
@@ -199,14 +212,19 @@ fn identity_file_rules() {
     }
     for mode in [0o644, 0o604, 0o602, 0o666] {
         let f = identity_file(dir.path(), "open", &[&a], mode);
-        let e = Keyring::new(&[], std::slice::from_ref(&f)).unwrap_err().to_string();
+        let e = Keyring::new(&[], std::slice::from_ref(&f))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains(&f) && e.contains("other users"), "{e}");
     }
     let missing = dir.path().join("missing").display().to_string();
     let e = Keyring::new(&[], std::slice::from_ref(&missing))
         .unwrap_err()
         .to_string();
-    assert!(e.contains(&missing) && e.contains("cannot be opened"), "{e}");
+    assert!(
+        e.contains(&missing) && e.contains("cannot be opened"),
+        "{e}"
+    );
     // A bad line is named by number; its content (maybe half a key) is not repeated.
     let bad = dir.path().join("bad");
     let half = &a.secret[..30];
@@ -216,7 +234,10 @@ fn identity_file_rules() {
     assert!(e.contains("line 2") && e.contains("bad"), "{e}");
     assert!(!e.contains(half) && !e.contains(&a.secret), "{e}");
     let empty = identity_file(dir.path(), "empty", &[], 0o600);
-    let e = read_identity_file(Path::new(&empty)).err().unwrap().to_string();
+    let e = read_identity_file(Path::new(&empty))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("no identity"), "{e}");
     let e = read_identity_file(dir.path()).err().unwrap().to_string();
     assert!(e.contains("not a regular file"), "{e}");
@@ -227,8 +248,13 @@ fn recipients_are_checked_without_echoing_secrets() {
     let a = key();
     assert!(parse_recipient(&a.public).is_ok());
     let e = parse_recipient(&a.secret).unwrap_err().to_string();
-    assert!(e.contains("not a recipient") && !e.contains(&a.secret), "{e}");
-    let e = parse_recipient(&a.secret.to_lowercase()).unwrap_err().to_string();
+    assert!(
+        e.contains("not a recipient") && !e.contains(&a.secret),
+        "{e}"
+    );
+    let e = parse_recipient(&a.secret.to_lowercase())
+        .unwrap_err()
+        .to_string();
     assert!(!e.to_lowercase().contains(&a.secret.to_lowercase()), "{e}");
     let typo = format!("{}x", a.public);
     let e = Keyring::new(&[a.public.clone(), typo], &[])

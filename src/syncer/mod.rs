@@ -66,6 +66,8 @@ pub struct SyncOptions {
     pub merge_limits: load::SliceLimits,
     /// Deltas between full snapshots (`deltas.enabled`); `None` writes full snapshots only.
     pub deltas: Option<export::DeltaSettings>,
+    /// Encryption of what we store and identities for what we fetch (`encryption`).
+    pub keys: Arc<crate::crypt::Keyring>,
 }
 
 pub struct Syncer {
@@ -324,6 +326,11 @@ impl Syncer {
     /// A snapshot that cannot be merged: never again, and the instance's previous one is next.
     fn mark_corrupt(&mut self, instance: &str, name: &str, reason: &str) {
         log::warn!(db = self.db, filename = name, error = reason; "Snapshot marked as corrupt and will be ignored");
+        self.skip(instance, name);
+    }
+
+    /// Never requests `name` again; the instance's previous object is next.
+    fn skip(&mut self, instance: &str, name: &str) {
         self.corrupt.insert(name.to_string());
         self.requested.remove(instance);
         let listing = std::mem::take(&mut self.listing);
@@ -356,6 +363,15 @@ impl Syncer {
                 name,
                 result: Err(FetchError::Corrupt { reason, .. }),
             } => self.mark_corrupt(&instance, &name, &reason),
+            Msg::Fetched {
+                instance,
+                name,
+                result: Err(e @ FetchError::Undecryptable { .. }),
+            } => {
+                // Skipped like a corrupt object (logged once: never requested again).
+                log::warn!(db = self.db, filename = name, error = e.to_string(); "Encrypted snapshot skipped");
+                self.skip(&instance, &name);
+            }
             Msg::Fetched {
                 instance,
                 name,
@@ -481,8 +497,13 @@ impl Syncer {
         let file = tempfile::tempfile().context("creating a temporary file for the snapshot")?;
         // Compression runs on worker threads, beside the LMDB reading and encoding.
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
-        let gz = ParallelGzip::new(BufWriter::with_capacity(256 * 1024, file), threads)
-            .context("starting the compression threads")?;
+        // Encrypted (when configured) as the compressed bytes are written: no second pass.
+        let sealed = self
+            .opts
+            .keys
+            .seal(BufWriter::with_capacity(256 * 1024, file))
+            .context("starting the encryption")?;
+        let gz = ParallelGzip::new(sealed, threads).context("starting the compression threads")?;
         let (shadow, hack) = (!self.load_opts.native, self.load_opts.dupsort_hack);
         let written = match after {
             Some(a) => export::write_delta(txn, meta, gz, shadow, hack, a),
@@ -494,6 +515,7 @@ impl Syncer {
         };
         let file = gz
             .finish()
+            .and_then(|sealed| sealed.finish())
             .and_then(|mut w| w.flush().map(|_| w))
             .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
             .context("compressing snapshot")?;
@@ -648,6 +670,7 @@ impl Syncer {
             ts,
         } = d;
         let [time_acquire, time_copy_shadow, time_dump] = times;
+        let name = self.opts.keys.object_name(&name);
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let m = metrics();
         m.snapshots_generated.with_label_values(&[&self.db]).inc();
@@ -814,6 +837,7 @@ impl Syncer {
             self.opts.max_uncompressed,
             self.load_opts.native,
             self.health.clone(),
+            self.opts.keys.clone(),
         );
         let result = match bg.jobs.clone() {
             Some(jobs) => self.main_loop(&rx, &jobs, has_data_at_start),
