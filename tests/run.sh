@@ -23,6 +23,12 @@ if ! "$PROMTOOL" --version >/dev/null 2>&1; then
 fi
 export LS_PROMTOOL="$PROMTOOL" LS_REQUIRE_PROMTOOL=1
 
+# The stock age tool (Debian package age): tests/encryption.rs decrypts our objects with it.
+if ! command -v age >/dev/null; then
+    echo "== installing age (Debian package age)"
+    apt-get install -y -qq age >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq age; }
+fi
+
 echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"
