@@ -94,22 +94,22 @@ fn rotation_two_recipients_then_one() {
     // Step 1: written to both; readers holding either identity read it.
     let both = seal(&keyring(&[&old, &new], &[]), &data);
     assert_eq!(
-        open(&keyring(&[], &[old_file.clone()]), &both).unwrap(),
+        open(&keyring(&[], std::slice::from_ref(&old_file)), &both).unwrap(),
         data
     );
     assert_eq!(
-        open(&keyring(&[], &[new_file.clone()]), &both).unwrap(),
+        open(&keyring(&[], std::slice::from_ref(&new_file)), &both).unwrap(),
         data
     );
     // Step 3: written to the new one only; the old identity alone no longer reads it.
     let only_new = seal(&keyring(&[&new], &[]), &data);
     assert_eq!(
-        open(&keyring(&[], &[new_file.clone()]), &only_new).unwrap(),
+        open(&keyring(&[], std::slice::from_ref(&new_file)), &only_new).unwrap(),
         data
     );
     let both_files = keyring(&[], &[old_file.clone(), new_file]);
     assert_eq!(open(&both_files, &only_new).unwrap(), data);
-    let e = open(&keyring(&[], &[old_file.clone()]), &only_new).unwrap_err();
+    let e = open(&keyring(&[], std::slice::from_ref(&old_file)), &only_new).unwrap_err();
     assert!(matches!(e, OpenError::WrongIdentity { .. }), "{e:?}");
     assert!(e.to_string().contains(&old_file), "{e}");
     assert!(!e.to_string().contains(&old.secret));
