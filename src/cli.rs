@@ -168,6 +168,9 @@ pub struct GetCmd {
     /// output file (default: the object name)
     #[argh(option, short = 'o')]
     pub output: Option<String>,
+    /// decrypt an encrypted object with the configured identities (default: write it as stored)
+    #[argh(switch)]
+    pub decrypt: bool,
     /// object name
     #[argh(positional)]
     pub name: String,

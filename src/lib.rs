@@ -4,7 +4,7 @@
 //!
 //! Layers, each using only those below it (README "Layout"; `tests/module-graph.py` checks it):
 //! `core` (pure rules and formats) and `base`; the `lmdb` wrapper, the `snapshot` codec,
-//! `config`, `logging`, `metrics`, `retry`; `storage` backends and the threaded `pipeline`;
+//! `crypt` (age encryption of stored objects), `config`, `logging`, `metrics`, `retry`; `storage` backends and the threaded `pipeline`;
 //! `export` (LMDB to objects) and `import` (objects to LMDB); `status`; `syncer`; `commands`.
 
 // `unsafe` is confined to the LMDB wrapper, which allows it for itself.
@@ -15,6 +15,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod core;
+pub mod crypt;
 pub mod export;
 pub mod import;
 #[allow(unsafe_code)]

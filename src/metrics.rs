@@ -75,6 +75,8 @@ pub struct Metrics {
     // write lock was held (what PowerDNS writers wait for).
     pub merge_duration: HistogramVec,
     pub merge_write_lock: HistogramVec,
+    // Ours: encrypted objects fetched, by outcome.
+    pub encrypted_objects: IntCounterVec,
 }
 
 /// Buckets of `lightningstream_receiver_snapshots_last_received_age_seconds`.
@@ -358,6 +360,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "Longest the LMDB write lock was held at once while merging one remote snapshot or delta",
             lmdb,
             MERGE_BUCKETS.to_vec(),
+        ),
+        encrypted_objects: counter_vec(
+            "lightningstream_encrypted_objects_total",
+            "Encrypted objects fetched, by result: decrypted, corrupt (failed authentication, never merged), no_identity or wrong_identity (skipped)",
+            &["lmdb", "result"],
         ),
     }
 });

@@ -31,7 +31,8 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --debug --locked --root "$CACHE/cargo-bin"
 fi
 
-targets=$(cargo fuzz list)
+# LS_FUZZ_TARGETS="a b" limits the run to those targets.
+targets=${LS_FUZZ_TARGETS:-$(cargo fuzz list)}
 echo "== cargo fuzz build ($(echo $targets))"
 cargo fuzz build
 

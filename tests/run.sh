@@ -22,6 +22,11 @@ if ! command -v npm >/dev/null; then
     apt-get install -y -qq nodejs npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
 fi
 export LS_REQUIRE_AZURITE=1
+# The stock age tool (Debian package age): tests/encryption.rs decrypts our objects with it.
+if ! command -v age >/dev/null; then
+    echo "== installing age (Debian package age)"
+    apt-get install -y -qq age >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq age; }
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --check

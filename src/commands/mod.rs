@@ -188,6 +188,18 @@ pub fn open_storage(cfg: &Config) -> anyhow::Result<Arc<dyn Storage>> {
     Ok(storage)
 }
 
+/// The keyring of the `encryption` section (validated with the config already; read again
+/// here, so a file changed in between is checked too).
+pub fn open_keyring(cfg: &Config) -> anyhow::Result<Arc<crate::crypt::Keyring>> {
+    let e = &cfg.encryption;
+    let keys =
+        crate::crypt::Keyring::new(&e.recipients, &e.identity_files).context("encryption")?;
+    if keys.encrypts() || keys.decrypts() {
+        log::info!(recipients = e.recipients.len(), identity_files = e.identity_files.len(); "Encryption configured");
+    }
+    Ok(Arc::new(keys))
+}
+
 /// Opens a configured LMDB with its options (spec/sync-loop.md §1.1).
 pub fn open_lmdb(name: &str, l: &LmdbConfig) -> anyhow::Result<Arc<Env>> {
     let o = &l.options;

@@ -1,5 +1,9 @@
 //! `snapshots list|get|put|remove|dump`: operations on the objects in storage, with the Go
 //! version's output formats (spec/cli.md §5.3) so that scripts written for it keep working.
+//! Encrypted objects (`encryption`): `get` writes an object as stored, so that `put` can restore
+//! it byte for byte and `age -d` can decrypt it, or decrypted with `--decrypt`; `dump` decrypts
+//! with the configured identities, a storage object by its name and a `--local` file by its
+//! content.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Seek, Write};
@@ -14,7 +18,8 @@ use crate::cli::{GetCmd, ListCmd, PutCmd, SnapshotDumpCmd, SnapshotsCommand};
 use crate::config::{Config, GoDuration};
 use crate::core::display::{display_ascii, go_time_string};
 use crate::core::flags::dbi_flags_string;
-use crate::core::name::SnapshotName;
+use crate::core::name::{SnapshotName, is_encrypted_name};
+use crate::crypt::Keyring;
 use crate::snapshot::decode::{EntryReader, SnapshotIndex, scan};
 use crate::storage::{Storage, put_file};
 
@@ -31,14 +36,15 @@ pub fn run(cfg: &Config, cmd: &SnapshotsCommand) -> anyhow::Result<()> {
     });
     let storage = super::open_storage(cfg)?;
     let storage = storage.as_ref();
+    let keys = super::open_keyring(cfg)?;
     match cmd {
         SnapshotsCommand::List(c) => list(storage, c),
-        SnapshotsCommand::Get(c) => get(storage, c),
+        SnapshotsCommand::Get(c) => get(storage, &keys, c),
         SnapshotsCommand::Put(c) => put(storage, c),
         SnapshotsCommand::Remove(c) => storage
             .delete(&c.name)
             .with_context(|| format!("removing {:?}", c.name)),
-        SnapshotsCommand::Dump(c) => dump(storage, c),
+        SnapshotsCommand::Dump(c) => dump(storage, &keys, c),
     }
 }
 
@@ -63,16 +69,34 @@ fn list(storage: &dyn Storage, c: &ListCmd) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn get(storage: &dyn Storage, c: &GetCmd) -> anyhow::Result<()> {
-    let output = c.output.clone().unwrap_or_else(|| c.name.clone());
+fn get(storage: &dyn Storage, keys: &Keyring, c: &GetCmd) -> anyhow::Result<()> {
+    if c.decrypt && !is_encrypted_name(&c.name) {
+        bail!(
+            "{:?} is not an encrypted object (its name does not end in .age)",
+            c.name
+        );
+    }
+    let output = c.output.clone().unwrap_or_else(|| match c.decrypt {
+        // The plaintext object's name.
+        true => c.name.trim_end_matches(".age").to_string(),
+        false => c.name.clone(),
+    });
     // The size, for the percentage: the listing has it (one request; no size, no percentage).
     let size = storage
         .list(&c.name)
         .ok()
         .and_then(|l| l.into_iter().find(|o| o.name == c.name).map(|o| o.size));
-    let body = storage
-        .get(&c.name)
-        .with_context(|| format!("getting {:?}", c.name))?;
+    let body: Box<dyn io::Read + '_> = if c.decrypt {
+        Box::new(
+            crate::import::load::get_decrypted(storage, &c.name, keys)
+                .with_context(|| format!("getting {:?}", c.name))?
+                .0,
+        )
+    } else {
+        storage
+            .get(&c.name)
+            .with_context(|| format!("getting {:?}", c.name))?
+    };
     let mut file = File::create(&output).with_context(|| format!("creating {output:?}"))?;
     let progress = crate::progress::Progress::new(&c.name, size);
     io::copy(&mut progress.reader(body), &mut file)
@@ -152,18 +176,36 @@ fn go_quote(b: &[u8]) -> String {
     serde_json::to_string(&String::from_utf8_lossy(b)).unwrap_or_default()
 }
 
-fn dump(storage: &dyn Storage, c: &SnapshotDumpCmd) -> anyhow::Result<()> {
+fn dump(storage: &dyn Storage, keys: &Keyring, c: &SnapshotDumpCmd) -> anyhow::Result<()> {
     if c.format != "debug" && c.format != "text" {
         bail!("output format not supported: {}", c.format);
     }
-    // Two passes (validate, then print) need a seekable copy; storage objects go to a temp file.
+    // Two passes (validate, then print) need a seekable copy; storage objects go to a temp file,
+    // decrypted when encrypted.
     let mut file = if c.local {
-        File::open(&c.name).with_context(|| format!("opening {:?}", c.name))?
+        let mut f = File::open(&c.name).with_context(|| format!("opening {:?}", c.name))?;
+        if crate::crypt::looks_encrypted(BufReader::new(&mut f))? {
+            f.seek(io::SeekFrom::Start(0))?;
+            let mut plain = tempfile::tempfile()?;
+            let mut out = BufWriter::new(&mut plain);
+            keys.decrypt_to(BufReader::new(f), &mut out)
+                .with_context(|| format!("decrypting {:?}", c.name))?;
+            out.flush()?;
+            drop(out);
+            plain
+        } else {
+            f
+        }
+    } else if is_encrypted_name(&c.name) {
+        crate::import::load::get_decrypted(storage, &c.name, keys)
+            .with_context(|| format!("getting {:?}", c.name))?
+            .0
     } else {
         crate::storage::get_as_file(storage, &c.name)
             .with_context(|| format!("getting {:?}", c.name))?
             .0
     };
+    file.seek(io::SeekFrom::Start(0))?;
     let index =
         scan(BufReader::new(&mut file)).with_context(|| format!("decoding {:?}", c.name))?;
     file.seek(io::SeekFrom::Start(0))?;

@@ -47,6 +47,7 @@ fn run(
     let stop = Arc::new(AtomicBool::new(false));
     install_signal_handlers(&stop)?;
     let storage = super::open_storage(cfg)?;
+    let keys = super::open_keyring(cfg)?;
     if let Some(m) = marker {
         wait_for_marker(cfg, storage.as_ref(), m, &stop);
     }
@@ -76,6 +77,7 @@ fn run(
             full_interval: cfg.deltas.full_snapshot_interval.as_std(),
             max_deltas: u64::try_from(cfg.deltas.max_deltas).unwrap_or(1),
         }),
+        keys,
     };
     if opts.log_stats_interval.is_zero() {
         log::info!("LMDB stats logging disabled");

@@ -24,6 +24,22 @@ fn locate(text: &str, path: &str) -> Option<usize> {
     Some(from + 1)
 }
 
+/// The line of `value` in the list under the dotted key `path`: the first line at or after the
+/// key's own line that contains it.
+fn locate_value(text: &str, path: &str, value: &str) -> Option<usize> {
+    let from = locate(text, path)?;
+    let value = value.trim();
+    if value.is_empty() {
+        return Some(from);
+    }
+    text.lines()
+        .enumerate()
+        .skip(from - 1)
+        .find(|(_, l)| l.contains(value))
+        .map(|(i, _)| i + 1)
+        .or(Some(from))
+}
+
 pub(super) struct Source<'a> {
     pub(super) file: &'a str,
     pub(super) text: &'a str,
@@ -37,6 +53,19 @@ impl Source<'_> {
             line: locate(self.text, key),
             column: None,
             message: message.into(),
+        }
+    }
+
+    /// An error about one item of a list, located at the item's line.
+    pub(super) fn item_error(
+        &self,
+        key: &str,
+        value: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError {
+            line: locate_value(self.text, key, value),
+            ..self.error(key, message)
         }
     }
 
@@ -253,6 +282,7 @@ impl Config {
                 ));
             }
         }
+        self.validate_encryption(src)?;
         let f = self.storage_force_snapshot_interval;
         if !f.is_zero() && f < GoDuration::from_secs(60) {
             return Err(src.error(
@@ -274,6 +304,37 @@ impl Config {
             if v < 1 {
                 return Err(src.error(k, format!("{k}: positive number required")));
             }
+        }
+        Ok(())
+    }
+
+    /// Every recipient must parse and every identity file must be usable (readable, holding
+    /// identities, not accessible to other users), so a bad key stops the program at start.
+    /// Messages never repeat a key: a secret pasted in the wrong place stays out of the log.
+    fn validate_encryption(&self, src: &Source) -> Result<(), ConfigError> {
+        let e = &self.encryption;
+        for (i, r) in e.recipients.iter().enumerate() {
+            if let Err(err) = crate::crypt::parse_recipient(r) {
+                return Err(src.item_error(
+                    "encryption.recipients",
+                    r,
+                    format!("encryption.recipients[{i}]: {err}"),
+                ));
+            }
+        }
+        for f in &e.identity_files {
+            if let Err(err) = crate::crypt::read_identity_file(Path::new(f)) {
+                return Err(src.item_error(
+                    "encryption.identity_files",
+                    f,
+                    format!("encryption.identity_files: {err}"),
+                ));
+            }
+        }
+        if !e.recipients.is_empty() && e.identity_files.is_empty() {
+            log::warn!(
+                "encryption.recipients without identity_files: this instance cannot read encrypted objects, not even its own"
+            );
         }
         Ok(())
     }

@@ -176,6 +176,14 @@ pub struct Config {
         skip_serializing_if = "DeltaConfig::is_off"
     )]
     pub deltas: DeltaConfig,
+    /// Ours: client-side encryption of stored objects (age). Left out of the printed config
+    /// while unset, so that a config without it prints as before.
+    #[serde(
+        default = "defaults",
+        deserialize_with = "null_is_zero",
+        skip_serializing_if = "EncryptionConfig::is_off"
+    )]
+    pub encryption: EncryptionConfig,
     /// Where the config came from, to locate errors found later (backend options).
     #[serde(skip)]
     pub source: ConfigSource,
@@ -348,6 +356,25 @@ pub struct DeltaConfig {
 impl DeltaConfig {
     fn is_off(&self) -> bool {
         !self.enabled
+    }
+}
+
+/// Ours: objects are encrypted to every `recipients` entry (age X25519 public keys, `age1...`)
+/// and decrypted with any identity of the `identity_files` (age identity files, which must not
+/// be accessible to other users). Either list may be empty: without recipients objects are
+/// stored in the clear, without identity files encrypted objects are skipped.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptionConfig {
+    #[serde(default, deserialize_with = "null_is_empty")]
+    pub recipients: Vec<String>,
+    #[serde(default, deserialize_with = "null_is_empty")]
+    pub identity_files: Vec<String>,
+}
+
+impl EncryptionConfig {
+    fn is_off(&self) -> bool {
+        self.recipients.is_empty() && self.identity_files.is_empty()
     }
 }
 

@@ -406,3 +406,89 @@ fn delta_keys_of_ours() {
         assert!(e.contains(want), "{bad}: {e}");
     }
 }
+
+/// `encryption:` (ours): recipients and identity files checked at load, every error naming the
+/// key and the item's line, no key material ever repeated.
+#[test]
+fn encryption_section() {
+    use age::secrecy::ExposeSecret;
+    use std::os::unix::fs::PermissionsExt;
+    let id = age::x25519::Identity::generate();
+    let secret = id.to_string().expose_secret().to_string();
+    #[allow(non_snake_case)]
+    let (SECRET, PUBLIC) = (secret.as_str(), id.to_public().to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("key.txt");
+    std::fs::write(&key, format!("# public key: {PUBLIC}\n{SECRET}\n")).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let key = key.display().to_string();
+    let c = parse(&format!(
+        "{MINIMAL}encryption:\n  recipients:\n    - {PUBLIC}\n  identity_files: [{key}]\n"
+    ))
+    .unwrap();
+    assert_eq!(c.encryption.recipients, [PUBLIC.as_str()]);
+    assert_eq!(c.encryption.identity_files, [key.as_str()]);
+    let y = c.effective_yaml();
+    assert!(
+        y.contains(&PUBLIC) && y.contains(&key) && !y.contains(SECRET),
+        "{y}"
+    );
+    // Absent or empty: off, and not printed.
+    assert!(
+        !parse(MINIMAL)
+            .unwrap()
+            .effective_yaml()
+            .contains("encryption")
+    );
+    assert!(
+        parse(&format!("{MINIMAL}encryption:\n"))
+            .unwrap()
+            .encryption
+            .recipients
+            .is_empty()
+    );
+
+    let bad_recipient = err(&format!(
+        "{MINIMAL}encryption:\n  recipients:\n    - {PUBLIC}\n    - age1notakey\n"
+    ));
+    assert!(
+        bad_recipient.contains("encryption.recipients[1]") && bad_recipient.contains("line 7"),
+        "{bad_recipient}"
+    );
+    assert!(!bad_recipient.contains("age1notakey"), "{bad_recipient}");
+    // A secret key pasted as a recipient is named as such, never printed.
+    let pasted = err(&format!("{MINIMAL}encryption:\n  recipients: [{SECRET}]\n"));
+    assert!(
+        pasted.contains("not a recipient") && pasted.contains("line 5"),
+        "{pasted}"
+    );
+    assert!(!pasted.contains(SECRET), "{pasted}");
+
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let open = err(&format!(
+        "{MINIMAL}encryption:\n  identity_files:\n    - {key}\n"
+    ));
+    assert!(
+        open.contains(&key) && open.contains("other users") && open.contains("line 6"),
+        "{open}"
+    );
+    let missing = err(&format!(
+        "{MINIMAL}encryption:\n  identity_files: [{key}.missing]\n"
+    ));
+    assert!(
+        missing.contains(&format!("{key}.missing")) && missing.contains("line 5"),
+        "{missing}"
+    );
+    std::fs::write(&key, "not a key\n").unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let invalid = err(&format!(
+        "{MINIMAL}encryption:\n  identity_files: [{key}]\n"
+    ));
+    assert!(
+        invalid.contains(&key) && invalid.contains("line 1"),
+        "{invalid}"
+    );
+    assert!(!invalid.contains("not a key"), "{invalid}");
+    let unknown = err(&format!("{MINIMAL}encryption:\n  passphrase: x\n"));
+    assert!(unknown.contains("encryption.passphrase"), "{unknown}");
+}

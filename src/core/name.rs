@@ -4,6 +4,9 @@
 //! they are and how they sort. Our delta objects (`...__GX__F<from>__T<to>.delta.pb.gz`) have an
 //! extension Go does not register, so its parser, like [`SnapshotName::parse`], rejects them and
 //! Go's receiver and cleaner leave them alone; [`SnapshotName::parse_object`] accepts both kinds.
+//! Encrypted objects (ours, `crate::crypt`) are either kind with [`ENCRYPTED_SUFFIX`] appended
+//! (`.pb.gz.age`, `.delta.pb.gz.age`): an extension Go does not know either, while our receiver,
+//! chains and cleaner treat them exactly as the plaintext kind they wrap.
 
 use jiff::Timestamp;
 use jiff::civil::DateTime;
@@ -14,6 +17,16 @@ pub const GENERATION: &str = "GX";
 pub const EXTENSION: &str = "pb.gz";
 /// Everything after the first dot is the extension for Go, which knows only [`EXTENSION`].
 pub const DELTA_EXTENSION: &str = "delta.pb.gz";
+/// Appended (after a dot) to the extension of an object stored encrypted in the age format.
+pub const ENCRYPTED_SUFFIX: &str = "age";
+
+/// Whether an object name is that of an encrypted object (by its extension alone).
+pub fn is_encrypted_name(name: &str) -> bool {
+    name.split_once('.').is_some_and(|(_, ext)| {
+        ext.strip_suffix(ENCRYPTED_SUFFIX)
+            .is_some_and(|e| e.ends_with('.'))
+    })
+}
 
 /// What an object holds: a full snapshot, or the entries written in LMDB transactions
 /// `from` (exclusive) to `to` (inclusive) of its instance.
@@ -147,27 +160,49 @@ impl SnapshotName {
         n
     }
 
+    /// The same object stored encrypted: [`ENCRYPTED_SUFFIX`] appended to its extension.
+    pub fn encrypted(mut self) -> Self {
+        if !self.is_encrypted() {
+            self.extension = format!("{}.{ENCRYPTED_SUFFIX}", self.extension);
+        }
+        self
+    }
+
+    /// Whether the name is that of an encrypted object.
+    pub fn is_encrypted(&self) -> bool {
+        self.extension != self.plain_extension()
+    }
+
+    /// The extension without [`ENCRYPTED_SUFFIX`]: what the object holds once decrypted.
+    pub fn plain_extension(&self) -> &str {
+        self.extension
+            .strip_suffix(ENCRYPTED_SUFFIX)
+            .and_then(|e| e.strip_suffix('.'))
+            .unwrap_or(&self.extension)
+    }
+
     /// The transaction a full snapshot's name says it covers, if it says so.
     pub fn covers(&self) -> Option<u64> {
-        if self.extension != EXTENSION {
+        if self.plain_extension() != EXTENSION {
             return None;
         }
         self.extra('T').and_then(digits).map(|v| v as u64)
     }
 
-    /// Go's `snapshot.ParseName`, step by step (format.md §2.2): full snapshots only.
+    /// Go's `snapshot.ParseName`, step by step (format.md §2.2): plaintext full snapshots only.
     pub fn parse(name: &str) -> Result<SnapshotName, NameError> {
         match SnapshotName::parse_object(name)? {
-            (n, Kind::Snapshot) => Ok(n),
-            (_, Kind::Delta { .. }) => Err(NameError {
+            (n, Kind::Snapshot) if n.extension == EXTENSION => Ok(n),
+            (n, _) => Err(NameError {
                 name: name.to_string(),
-                reason: format!("unknown extension {DELTA_EXTENSION:?}"),
+                reason: format!("unknown extension {:?}", n.extension),
             }),
         }
     }
 
     /// Parses a full snapshot's name as Go does, or one of our delta names, which must carry
-    /// numeric `F` and `T` items with `from < to`.
+    /// numeric `F` and `T` items with `from < to`, or either of them encrypted (the kind is
+    /// that of the plaintext inside; see [`SnapshotName::is_encrypted`]).
     pub fn parse_object(name: &str) -> Result<(SnapshotName, Kind), NameError> {
         let err = |reason: String| NameError {
             name: name.to_string(),
@@ -176,7 +211,11 @@ impl SnapshotName {
         let (base, ext) = name
             .split_once('.')
             .ok_or_else(|| err("no extension".into()))?;
-        if ext != EXTENSION && ext != DELTA_EXTENSION {
+        let plain = ext
+            .strip_suffix(ENCRYPTED_SUFFIX)
+            .and_then(|e| e.strip_suffix('.'))
+            .unwrap_or(ext);
+        if plain != EXTENSION && plain != DELTA_EXTENSION {
             return Err(err(format!("unknown extension {ext:?}")));
         }
         let parts: Vec<&str> = base.split("__").collect();
@@ -193,7 +232,7 @@ impl SnapshotName {
             extras: parts[4..].iter().map(|s| s.to_string()).collect(),
             extension: ext.to_string(),
         };
-        if ext == EXTENSION {
+        if plain == EXTENSION {
             return Ok((n, Kind::Snapshot));
         }
         let txn = |kind: char| {
@@ -368,6 +407,66 @@ mod tests {
         ] {
             assert!(SnapshotName::parse_object(bad).is_err(), "{bad} accepted");
         }
+    }
+
+    #[test]
+    fn encrypted_names() {
+        let full = SnapshotName::new("main", "inst1", T).encrypted();
+        let s = full.object_name();
+        assert_eq!(s, "main__inst1__20220102-030405-012345678__GX.pb.gz.age");
+        assert!(full.is_encrypted() && is_encrypted_name(&s));
+        assert_eq!(full.plain_extension(), EXTENSION);
+        assert_eq!(
+            SnapshotName::parse_object(&s).unwrap(),
+            (full.clone(), Kind::Snapshot)
+        );
+        // Idempotent.
+        assert_eq!(full.clone().encrypted(), full);
+        // Go's parser: the extension is everything after the first dot, unknown to it.
+        let e = SnapshotName::parse(&s).unwrap_err();
+        assert!(
+            e.to_string().contains("unknown extension \"pb.gz.age\""),
+            "{e}"
+        );
+        let delta = SnapshotName::delta("main", "inst1", T, 7, 12).encrypted();
+        let d = delta.object_name();
+        assert_eq!(
+            d,
+            "main__inst1__20220102-030405-012345678__GX__F7__T12.delta.pb.gz.age"
+        );
+        assert_eq!(
+            SnapshotName::parse_object(&d).unwrap(),
+            (delta, Kind::Delta { from: 7, to: 12 })
+        );
+        assert!(SnapshotName::parse(&d).is_err());
+        // A covering full snapshot says what it covers, encrypted or not.
+        let c = SnapshotName::full_covering("main", "inst1", T, 12).encrypted();
+        assert_eq!(
+            SnapshotName::parse_object(&c.object_name())
+                .unwrap()
+                .0
+                .covers(),
+            Some(12)
+        );
+        // Plaintext names are not encrypted ones, and near misses are no names at all.
+        assert!(!is_encrypted_name(
+            "main__inst1__20220102-030405-012345678__GX.pb.gz"
+        ));
+        assert!(!SnapshotName::new("main", "i", T).is_encrypted());
+        for bad in [
+            "main__i__20220102-030405-012345678__GX.pb.gzage",
+            "main__i__20220102-030405-012345678__GX.pb.gz.age.age",
+            "main__i__20220102-030405-012345678__GX.age",
+            "main__i__20220102-030405-012345678__GX.pb.age",
+            "main__i__20220102-030405-012345678__GX.delta.pb.gz.agE",
+            "main__i__20220102-030405-012345678__GX__F7.delta.pb.gz.age",
+        ] {
+            assert!(SnapshotName::parse_object(bad).is_err(), "{bad} accepted");
+        }
+        assert!(!is_encrypted_name("x.age") && !is_encrypted_name("x.pb.gzage"));
+        // Encrypted objects sort among the plaintext ones by time.
+        let later = SnapshotName::new("main", "inst1", T + 1).object_name();
+        assert!(s < later);
     }
 
     #[test]

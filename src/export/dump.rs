@@ -34,6 +34,8 @@ pub struct Dumper {
     pub dupsort_hack: bool,
     /// Deltas between full snapshots; `None` dumps full snapshots only.
     pub deltas: Option<DeltaSettings>,
+    /// Encrypts what is dumped when `encryption` is configured.
+    pub keys: std::sync::Arc<crate::crypt::Keyring>,
 }
 
 impl Dumper {
@@ -60,8 +62,12 @@ impl Dumper {
         let file = tempfile::tempfile().context("creating a temporary file for the snapshot")?;
         // Compression runs on worker threads, beside the LMDB reading and encoding.
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
-        let gz = ParallelGzip::new(BufWriter::with_capacity(256 * 1024, file), threads)
-            .context("starting the compression threads")?;
+        // Encrypted (when configured) as the compressed bytes are written: no second pass.
+        let sealed = self
+            .keys
+            .seal(BufWriter::with_capacity(256 * 1024, file))
+            .context("starting the encryption")?;
+        let gz = ParallelGzip::new(sealed, threads).context("starting the compression threads")?;
         let (shadow, hack) = (self.shadow, self.dupsort_hack);
         let written = match after {
             Some(a) => write_delta(txn, meta, gz, shadow, hack, a),
@@ -73,6 +79,7 @@ impl Dumper {
         };
         let file = gz
             .finish()
+            .and_then(|sealed| sealed.finish())
             .and_then(|mut w| w.flush().map(|_| w))
             .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
             .context("compressing snapshot")?;
@@ -122,7 +129,7 @@ impl Dumper {
         out.push(Dumped {
             file,
             stats,
-            name: name.object_name(),
+            name: self.keys.object_name(&name.object_name()),
             delta: false,
             ts: name.timestamp_ns,
         });
@@ -141,7 +148,9 @@ impl Dumper {
         Ok(dumped.map(|(file, stats)| Dumped {
             file,
             stats,
-            name: SnapshotName::delta(&self.db, &self.instance, ts, from, txn_id).object_name(),
+            name: self.keys.object_name(
+                &SnapshotName::delta(&self.db, &self.instance, ts, from, txn_id).object_name(),
+            ),
             delta: true,
             ts,
         }))

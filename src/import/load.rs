@@ -4,13 +4,18 @@
 //! entries with the LMDB and keeps the few that differ (`merge::diff`). Only then is anything
 //! written: the kept entries, or the whole snapshot streamed again when there were too many. A
 //! snapshot that fails validation is reported as corrupt and never touches the LMDB; a failure
-//! during the merge aborts the transaction, leaving the LMDB as it was.
+//! during the merge aborts the transaction, leaving the LMDB as it was. An encrypted object is
+//! decrypted as it is downloaded, into the temporary file (`crate::crypt`): age authenticates
+//! every chunk and marks the last, so a truncated or tampered object fails there, before the
+//! validating pass, and is as corrupt as a snapshot failing validation.
 
 use std::fs::File;
-use std::io::{BufReader, Seek, SeekFrom};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::time::{Duration, Instant};
 
 use crate::core::lww::SYNC_PREFIX;
+use crate::core::name::{SnapshotName, is_encrypted_name};
+use crate::crypt::{Keyring, OpenError};
 use crate::import::diff::{Diff, scan_and_diff};
 use crate::import::{
     LoadError, LoadOptions, LoadStats, SliceClock, load_native_sliced, load_snapshot,
@@ -35,6 +40,9 @@ pub enum FetchError {
     /// The object is not a snapshot we can merge: skip it for good.
     #[error("snapshot {name} is corrupt: {reason}")]
     Corrupt { name: String, reason: String },
+    /// The object is encrypted and no configured identity can decrypt it: skip it.
+    #[error("snapshot {name}: {reason}")]
+    Undecryptable { name: String, reason: String },
     /// The local LMDB refused the merge (a broken local value, a full map): fatal for the syncer.
     #[error("loading snapshot {name}: {source}")]
     Local {
@@ -92,17 +100,77 @@ fn corrupt(name: &str, e: impl std::fmt::Display) -> FetchError {
 const DIFF_BUDGET_FACTOR: u64 = 2;
 const DIFF_BUDGET_MIN: u64 = 16 << 20;
 
-/// Downloads `name` and validates it completely; more than `max_uncompressed` bytes after
-/// decompression make it corrupt. With `compare` (native mode), the entries are compared with
-/// that LMDB in the same pass and those that differ are kept (see `DIFF_BUDGET_FACTOR`).
+/// An encrypted object (by its name) downloaded and decrypted into an anonymous temporary file,
+/// positioned at its start, with the object's size. Nothing is downloaded without an identity.
+pub fn get_decrypted(
+    storage: &dyn Storage,
+    name: &str,
+    keys: &Keyring,
+) -> Result<(File, u64), FetchError> {
+    let db = SnapshotName::parse_object(name)
+        .map(|n| n.0.syncer)
+        .unwrap_or_default();
+    let count = |result: &str| {
+        crate::metrics::metrics()
+            .encrypted_objects
+            .with_label_values(&[&db, result])
+            .inc()
+    };
+    let undecryptable = |e: OpenError| FetchError::Undecryptable {
+        name: name.to_string(),
+        reason: e.to_string(),
+    };
+    if !keys.decrypts() {
+        count("no_identity");
+        return Err(undecryptable(OpenError::NoIdentity));
+    }
+    let source: Box<dyn Read + Send + '_> = match storage.local_file(name) {
+        Some(f) => Box::new(f?),
+        None => storage.get(name)?,
+    };
+    let local = |source| FetchError::Io {
+        name: name.to_string(),
+        source,
+    };
+    let mut file = tempfile::tempfile().map_err(local)?;
+    let mut out = BufWriter::with_capacity(256 * 1024, &mut file);
+    let size = match keys.decrypt_to(source, &mut out) {
+        Ok((size, _)) => size,
+        Err(OpenError::Source(e)) => return Err(StorageError::io("get", name, e).into()),
+        Err(OpenError::Sink(e)) => return Err(local(e)),
+        Err(e @ (OpenError::NoIdentity | OpenError::WrongIdentity { .. })) => {
+            count("wrong_identity");
+            return Err(undecryptable(e));
+        }
+        Err(OpenError::Corrupt(reason)) => {
+            count("corrupt");
+            return Err(corrupt(name, format!("decryption failed: {reason}")));
+        }
+    };
+    out.flush().map_err(local)?;
+    drop(out);
+    file.seek(SeekFrom::Start(0)).map_err(local)?;
+    count("decrypted");
+    Ok((file, size))
+}
+
+/// Downloads `name` (decrypting it with `keys` when its name says it is encrypted) and
+/// validates it completely; more than `max_uncompressed` bytes after decompression make it
+/// corrupt. With `compare` (native mode), the entries are compared with that LMDB in the same
+/// pass and those that differ are kept (see `DIFF_BUDGET_FACTOR`).
 pub fn fetch(
     storage: &dyn Storage,
     name: &str,
+    keys: &Keyring,
     max_uncompressed: u64,
     compare: Option<&Env>,
 ) -> Result<Fetched, FetchError> {
     let t0 = Instant::now();
-    let (mut file, compressed_size) = get_as_file(storage, name)?;
+    let (mut file, compressed_size) = if is_encrypted_name(name) {
+        get_decrypted(storage, name, keys)?
+    } else {
+        get_as_file(storage, name)?
+    };
     let time_load_storage = t0.elapsed();
     let input = BufReader::with_capacity(256 * 1024, &mut file);
     let (index, diff) = match compare {

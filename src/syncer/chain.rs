@@ -104,7 +104,9 @@ pub fn next_step(names: &[String], chain: &Chain) -> Step {
     if let Some(full) = newest_full
         && chain.base.as_ref().is_none_or(|b| full > b)
     {
-        let covers = SnapshotName::parse(full).ok().and_then(|n| n.covers());
+        let covers = SnapshotName::parse_object(full)
+            .ok()
+            .and_then(|n| n.0.covers());
         if let (Some(t), Some(last), false) = (covers, &chain.last, chain.broken) {
             if t == chain.end {
                 return Step::Adopt(full.clone());
@@ -305,6 +307,43 @@ mod tests {
         let plain = full(3);
         let names = vec![f, d1, bridge, plain.clone()];
         assert_eq!(next_step(&names, &at_bridge), Step::Load(plain));
+    }
+
+    /// Encrypted objects (`.age`) chain exactly as their plaintext kinds, also when an instance
+    /// turns encryption on in the middle of a chain.
+    #[test]
+    fn encrypted_objects_chain_like_plaintext_ones() {
+        let enc = |n: SnapshotName| n.encrypted().object_name();
+        let f = SnapshotName::full_covering("main", "a", T, 10).object_name();
+        let d1 = enc(SnapshotName::delta("main", "a", T + 1, 10, 12));
+        let bridge = enc(SnapshotName::delta("main", "a", T + 2, 12, 15));
+        let f2 = enc(SnapshotName::full_covering("main", "a", T + 3, 15));
+        let d4 = enc(SnapshotName::delta("main", "a", T + 4, 15, 16));
+        let names = vec![
+            f.clone(),
+            d1.clone(),
+            bridge.clone(),
+            f2.clone(),
+            d4.clone(),
+        ];
+        let at_d1 = Chain::default().applied(&f, 10).applied(&d1, 0);
+        assert_eq!((at_d1.end, at_d1.broken), (12, false));
+        assert_eq!(next_step(&names, &at_d1), Step::Load(bridge.clone()));
+        let at_bridge = at_d1.applied(&bridge, 0);
+        assert_eq!(next_step(&names, &at_bridge), Step::Adopt(f2.clone()));
+        assert_eq!(
+            next_step(&names, &at_bridge.adopted(&f2)),
+            Step::Load(d4.clone())
+        );
+        // A new receiver starts from the newest full snapshot, encrypted or not.
+        assert_eq!(next_step(&names, &Chain::default()), Step::Load(f2.clone()));
+        let (merged, gaps, chain) = walk(&names, |_| 15);
+        assert_eq!((merged, gaps), (vec![f2.clone(), d4.clone()], vec![]));
+        assert_eq!((chain.end, chain.broken), (16, false));
+        // Skipped (undecryptable) objects leave the listing like corrupt ones: without the
+        // encrypted ones the plaintext base is all there is, and the chain is complete.
+        let (merged, gaps, _) = walk(std::slice::from_ref(&f), |_| 10);
+        assert_eq!((merged, gaps), (vec![f], vec![]));
     }
 
     #[test]

@@ -196,8 +196,8 @@ pub fn run_once(
             Ok(()) => {
                 cleaned += 1;
                 if *reason == Reason::StaleInstance {
-                    let inst = SnapshotName::parse(name)
-                        .map(|n| n.instance)
+                    let inst = SnapshotName::parse_object(name)
+                        .map(|n| n.0.instance)
                         .unwrap_or_default();
                     log::info!(db = db, component = "cleaner", snapshot = name, instance = inst; "Cleaning stale instance snapshot, merge proven");
                 }
@@ -398,6 +398,33 @@ mod tests {
         fresh.plan(&names, base, T0 + 63 * MIN);
         let p = fresh.plan(&names, at(base, 5), T0 + 68 * MIN);
         assert!(p.delete.is_empty(), "{p:?}");
+    }
+
+    /// Encrypted snapshots and deltas (`.age`) are cleaned by the same rules as their
+    /// plaintext kinds, in any mix (an instance that turned encryption on).
+    #[test]
+    fn encrypted_objects_are_cleaned_like_plaintext_ones() {
+        let base = Instant::now();
+        let mut c = Cleaner::new(Duration::from_secs(600), Duration::from_secs(3600));
+        let enc = |n: String| format!("{n}.age");
+        let a1 = name("a", T0);
+        let d1 = enc(SnapshotName::delta("main", "a", T0 + MIN, 5, 6).object_name());
+        let a2 = enc(name("a", T0 + 2 * MIN));
+        let b1 = enc(name("b", T0));
+        let names = vec![a1.clone(), d1.clone(), a2.clone(), b1.clone()];
+        c.plan(&names, base, T0 + 2 * MIN);
+        c.plan(&names, at(base, 11), T0 + 13 * MIN);
+        let p = c.plan(&names, at(base, 12), T0 + 14 * MIN);
+        assert_eq!(
+            deleted(&p),
+            vec![
+                (d1.as_str(), Reason::SupersededDelta),
+                (a1.as_str(), Reason::NewerSnapshot)
+            ]
+        );
+        assert_eq!(p.total, 4);
+        // Each instance keeps its newest, encrypted or not.
+        assert!(!deleted(&p).iter().any(|(n, _)| *n == a2 || *n == b1));
     }
 
     #[test]

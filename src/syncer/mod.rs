@@ -63,6 +63,8 @@ pub struct SyncOptions {
     pub merge_limits: load::SliceLimits,
     /// Deltas between full snapshots (`deltas.enabled`); `None` writes full snapshots only.
     pub deltas: Option<export::DeltaSettings>,
+    /// Encryption of what we store and identities for what we fetch (`encryption`).
+    pub keys: Arc<crate::crypt::Keyring>,
 }
 
 pub struct Syncer {
@@ -108,6 +110,7 @@ impl Syncer {
             shadow: !load_opts.native,
             dupsort_hack: load_opts.dupsort_hack,
             deltas: opts.deltas,
+            keys: opts.keys.clone(),
         };
         Syncer {
             db: db.to_string(),
@@ -201,6 +204,15 @@ impl Syncer {
             Msg::Fetched {
                 instance,
                 name,
+                result: Err(e @ FetchError::Undecryptable { .. }),
+            } => {
+                // Skipped like a corrupt object (logged once: never requested again).
+                self.observer.undecryptable(&name, &e);
+                self.sched.skip(&instance, &name, now)
+            }
+            Msg::Fetched {
+                instance,
+                name,
                 result: Err(e),
             } => {
                 self.observer.load_failed(&instance, &name, &e);
@@ -282,6 +294,7 @@ impl Syncer {
             self.opts.max_uncompressed,
             self.load_opts.native,
             self.observer.health().clone(),
+            self.opts.keys.clone(),
         );
         let result = match bg.jobs.clone() {
             Some(jobs) => self.main_loop(&rx, &jobs, has_data_at_start),

@@ -222,6 +222,12 @@ impl Observer {
         self.board_error(&format!("load {instance}"), format!("{name}: {e}"));
     }
 
+    /// An encrypted object no configured identity opens: skipped (see README "Encryption at
+    /// rest" for what readiness does).
+    pub fn undecryptable(&self, name: &str, e: &dyn std::fmt::Display) {
+        log::warn!(db = self.db, filename = name, error = e.to_string(); "Encrypted snapshot skipped");
+    }
+
     pub fn loading(&self, instance: &str, own: bool) {
         if own {
             log::info!(db = self.db, snapshot_instance = instance; "Loading update for own instance");

@@ -188,6 +188,7 @@ impl Background {
         max_uncompressed: u64,
         native: bool,
         health: DbHealth,
+        keys: Arc<crate::crypt::Keyring>,
     ) -> Background {
         let mut threads = Vec::new();
         let spawn = |name: String, f: Box<dyn FnOnce() + Send>| {
@@ -240,6 +241,7 @@ impl Background {
                 health: health.clone(),
                 max_uncompressed,
                 compare: native.then(|| env.clone()),
+                keys: keys.clone(),
             };
             threads.push(spawn(
                 format!("download-{db}-{i}"),
@@ -303,6 +305,8 @@ struct Downloader {
     max_uncompressed: u64,
     /// Native mode: the LMDB each snapshot is compared with while it is validated.
     compare: Option<Arc<Env>>,
+    /// Identities for encrypted objects.
+    keys: Arc<crate::crypt::Keyring>,
 }
 
 impl Downloader {
@@ -337,6 +341,7 @@ impl Downloader {
             let fetched = fetch(
                 self.storage.as_ref(),
                 &job.name,
+                &self.keys,
                 self.max_uncompressed,
                 self.compare.as_deref(),
             );

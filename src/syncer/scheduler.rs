@@ -144,6 +144,15 @@ impl Scheduler {
         out
     }
 
+    /// An object never to be tried again that is not corrupt (an encrypted one no identity
+    /// opens): the instance's previous object is next, as after a corrupt one.
+    pub fn skip(&mut self, instance: &str, name: &str, now: Instant) -> Vec<Action> {
+        let mut out = Vec::new();
+        self.exclude(instance, name, &mut out);
+        self.request_downloads(now, &mut out);
+        out
+    }
+
     /// The executor begins merging the instance's pending object.
     pub fn take_pending(&mut self, instance: &str) {
         self.pending.remove(instance);
@@ -272,6 +281,11 @@ impl Scheduler {
             name: name.to_string(),
             reason: reason.to_string(),
         });
+        self.exclude(instance, name, out);
+    }
+
+    /// Takes `name` out of the listing for good; a request for it is forgotten.
+    fn exclude(&mut self, instance: &str, name: &str, out: &mut Vec<Action>) {
         self.corrupt.insert(name.to_string());
         self.requested.remove(instance);
         for names in self.listing.values_mut() {

@@ -215,9 +215,11 @@ pub fn wait_for(
 
 /// A directory of ../shared (the reference material beside the project). `None` when absent,
 /// which fails instead when LS_REQUIRE_SHARED is set (CI), so vector tests cannot silently skip.
+/// `LS_SHARED` names another place for it (a work tree that is not beside it).
 pub fn shared_dir(sub: &str) -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared")
+    let dir = std::env::var_os("LS_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
         .join(sub);
     if dir.exists() {
         return Some(dir);
