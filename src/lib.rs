@@ -22,6 +22,7 @@ pub mod lmdb;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod restore;
 
 pub mod snapshot;
 pub mod status;
