@@ -61,6 +61,11 @@ pub struct Metrics {
     pub deltas_stored: IntCounterVec,
     pub deltas_loaded: IntCounterVec,
     pub delta_chain_gaps: IntCounterVec,
+    // Ours: retention (objects and bytes kept under the retained prefix, copies and prunes).
+    pub retention_objects: IntGaugeVec,
+    pub retention_bytes: IntGaugeVec,
+    pub retention_copied: IntCounterVec,
+    pub retention_pruned: IntCounterVec,
 }
 
 /// Buckets of `lightningstream_receiver_snapshots_last_received_age_seconds`.
@@ -295,6 +300,26 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "lightningstream_deltas_chain_gaps_total",
             "Number of broken delta chains found (the instance's next full snapshot is awaited)",
             &["lmdb", "instance"],
+        ),
+        retention_objects: gauge_vec(
+            "lightningstream_retention_objects",
+            "Number of objects kept under the retained prefix (ours)",
+            lmdb,
+        ),
+        retention_bytes: gauge_vec(
+            "lightningstream_retention_bytes",
+            "Bytes of the objects kept under the retained prefix (ours)",
+            lmdb,
+        ),
+        retention_copied: counter_vec(
+            "lightningstream_retention_copied_total",
+            "Number of objects copied to the retained prefix (ours)",
+            lmdb,
+        ),
+        retention_pruned: counter_vec(
+            "lightningstream_retention_pruned_total",
+            "Number of retained objects removed once no retention window needed them (ours)",
+            lmdb,
         ),
     }
 });
