@@ -15,8 +15,8 @@ use crate::lmdb::{Env, EnvOptions};
 use crate::restore::archive::Archive;
 use crate::restore::build::{BuildOptions, build_new, merge_plan, open_new};
 use crate::restore::live::{Action, Change, Selection, apply, hex, plan_changes};
-use crate::restore::plan::{Plan, parse_time, plan_at, resolve};
 use crate::restore::pdns;
+use crate::restore::plan::{Plan, parse_time, plan_at, resolve};
 
 /// Keys written per write transaction into a live LMDB.
 const LIVE_BATCH: usize = 1000;
@@ -40,12 +40,7 @@ fn db_config<'a>(cfg: &'a Config, db: Option<&str>) -> anyhow::Result<(&'a str, 
 }
 
 /// The plan for `db` at the moment `at` asks for, after checking it against the policy.
-fn plan_for(
-    archive: &Archive,
-    db: &str,
-    at: &str,
-    instance: Option<&str>,
-) -> anyhow::Result<Plan> {
+fn plan_for(archive: &Archive, db: &str, at: &str, instance: Option<&str>) -> anyhow::Result<Plan> {
     let now = now_ns();
     let at_ns = parse_time(at, now).map_err(anyhow::Error::msg)?;
     let objects = archive
@@ -103,12 +98,7 @@ fn build_scratch(
         ..EnvOptions::default()
     };
     let env = open_new(&dir.path().join("restored"), &opts).context("creating the scratch LMDB")?;
-    let stats = merge_plan(
-        archive.storage.as_ref(),
-        plan,
-        &env,
-        &build_options(cfg, l),
-    )?;
+    let stats = merge_plan(archive.storage.as_ref(), plan, &env, &build_options(cfg, l))?;
     log::info!(objects = stats.objects, bytes = stats.bytes, entries = stats.entries; "State rebuilt");
     Ok(Scratch { _dir: dir, env })
 }
@@ -155,7 +145,9 @@ pub fn run(cfg: &Config, cmd: &RestoreCmd, instance: Option<&str>) -> anyhow::Re
             prefixes,
         };
         let changes = plan_changes(&scratch.env, &live, &sel)?;
-        write_changes(&mut out, &live, &changes, cmd.dry_run, &plan, |c| hex(&c.key))?;
+        write_changes(&mut out, &live, &changes, cmd.dry_run, &plan, |c| {
+            hex(&c.key)
+        })?;
         return Ok(());
     }
     if cmd.dry_run {
@@ -219,7 +211,7 @@ fn native_only(db: &str, l: &LmdbConfig) -> anyhow::Result<()> {
 
 fn parse_hex(s: &str) -> anyhow::Result<Vec<u8>> {
     let s = s.strip_prefix("0x").unwrap_or(s);
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         bail!("odd number of hex digits");
     }
     (0..s.len())
@@ -246,7 +238,11 @@ fn write_changes(
             Action::Restore => "restore",
             Action::Delete => "delete",
         };
-        format!("{what}\t{}\t{}", String::from_utf8_lossy(&c.dbi), describe(c))
+        format!(
+            "{what}\t{}\t{}",
+            String::from_utf8_lossy(&c.dbi),
+            describe(c)
+        )
     };
     let at = rfc3339_nano(plan.at_ns);
     if dry_run {

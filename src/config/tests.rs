@@ -410,7 +410,9 @@ fn delta_keys_of_ours() {
 #[test]
 fn retention_windows_parse_and_validate() {
     let base = "lmdbs: {main: {path: /x}}\nstorage: {type: fs, options: {root_path: /b}";
-    let c = parse(&format!("{base}}}\nretention: {{all: 24h, hourly: 7d, daily: 90d}}\n"))
+    let c = parse(&format!(
+        "{base}}}\nretention: {{all: 24h, hourly: 7d, daily: 90d}}\n"
+    ))
     .unwrap();
     assert_eq!(c.retention.all, GoDuration::from_secs(86_400));
     assert_eq!(c.retention.hourly, GoDuration::from_secs(7 * 86_400));
@@ -436,8 +438,7 @@ fn retention_windows_parse_and_validate() {
     let e = parse(&format!(
             "{base}, cleanup: {{enabled: true, interval: 10m, must_keep_interval: 10m}}}}\nretention: {{all: 1h}}\n"
         ))
-    .err()
-    .expect("slow archiving cleaner accepted");
+    .expect_err("slow archiving cleaner accepted");
     assert!(e.to_string().contains("storage.cleanup.interval"), "{e}");
     parse(&format!(
             "{base}, cleanup: {{enabled: true, interval: 5m, must_keep_interval: 10m}}}}\nretention: {{all: 1h}}\n"

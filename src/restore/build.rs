@@ -26,7 +26,7 @@ pub enum BuildError {
     Merge {
         name: String,
         #[source]
-        source: FetchError,
+        source: Box<FetchError>,
     },
     #[error("{path}: {what}")]
     Target { path: String, what: String },
@@ -59,7 +59,7 @@ fn fetch_error(name: &str, e: FetchError) -> BuildError {
         },
         source => BuildError::Merge {
             name: name.to_string(),
-            source,
+            source: Box::new(source),
         },
     }
 }
@@ -88,8 +88,8 @@ pub fn merge_plan(
     for o in plan.objects() {
         let fetched = fetch(storage, &o.name, opts.max_uncompressed, None)
             .map_err(|e| fetch_error(&o.name, e))?;
-        let merged =
-            merge(env, fetched, last_txn, &opts.load, limits).map_err(|e| fetch_error(&o.name, e))?;
+        let merged = merge(env, fetched, last_txn, &opts.load, limits)
+            .map_err(|e| fetch_error(&o.name, e))?;
         last_txn = merged.txn_id;
         stats.objects += 1;
         stats.bytes += o.size;
@@ -124,7 +124,8 @@ pub fn build_new(
         let stats = merge_plan(storage, plan, &env, opts)?;
         env.sync(true).map_err(|e| target_err(e.to_string()))?;
         drop(env);
-        std::fs::rename(&tmp, target).map_err(|e| target_err(format!("renaming into place: {e}")))?;
+        std::fs::rename(&tmp, target)
+            .map_err(|e| target_err(format!("renaming into place: {e}")))?;
         Ok(stats)
     })();
     remove_lmdb(&tmp, env_opts.no_subdir);

@@ -45,7 +45,9 @@ pub enum LiveError {
         #[source]
         source: LmdbError,
     },
-    #[error("LMDB {env}, DBI {dbi:?}, key {key}: value has no Lightning Stream header ({source}); --into-live needs a native-mode LMDB")]
+    #[error(
+        "LMDB {env}, DBI {dbi:?}, key {key}: value has no Lightning Stream header ({source}); --into-live needs a native-mode LMDB"
+    )]
     Header {
         env: String,
         dbi: String,
@@ -154,11 +156,7 @@ impl<'t> Range<'t> {
 }
 
 /// The changes that bring the selected keys of `live` to their state in `restored`.
-pub fn plan_changes(
-    restored: &Env,
-    live: &Env,
-    sel: &Selection,
-) -> Result<Vec<Change>, LiveError> {
+pub fn plan_changes(restored: &Env, live: &Env, sel: &Selection) -> Result<Vec<Change>, LiveError> {
     let rerr = lmdb_err(restored, &sel.dbi);
     let lerr = lmdb_err(live, &sel.dbi);
     let rtxn = restored.begin_ro().map_err(&rerr)?;

@@ -81,7 +81,12 @@ pub fn name_key(zone: &str) -> Result<Vec<u8>, ZoneError> {
     if labels.iter().any(|l| l.is_empty() || l.len() > 63) {
         return Err(ZoneError::Name(zone.into(), "empty or over-long label"));
     }
-    Ok(labels.into_iter().rev().collect::<Vec<_>>().join("\0").into_bytes())
+    Ok(labels
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\0")
+        .into_bytes())
 }
 
 /// The start of a name's keys in an index DBI: the length (BE u16) and the name key.

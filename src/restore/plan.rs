@@ -102,6 +102,7 @@ struct Choice<'a> {
 
 fn choose<'a>(instance: &str, objs: &'a [Obj], at: i64) -> Option<Choice<'a>> {
     // Objects not newer than `at` form a prefix of the time-sorted list.
+    let all = objs;
     let upto = objs.partition_point(|o| o.ts <= at);
     let objs = &objs[..upto];
     // The newest full snapshot; on a clock tie the one covering the later transaction.
@@ -120,7 +121,9 @@ fn choose<'a>(instance: &str, objs: &'a [Obj], at: i64) -> Option<Choice<'a>> {
         // nanosecond) adds nothing.
         .filter(|(_, _, to)| base.covers.is_none_or(|c| *to > c))
         .collect();
-    deltas.sort_by(|a, b| (a.0.ts, a.1, a.2, &a.0.info.name).cmp(&(b.0.ts, b.1, b.2, &b.0.info.name)));
+    deltas.sort_by(|a, b| {
+        (a.0.ts, a.1, a.2, &a.0.info.name).cmp(&(b.0.ts, b.1, b.2, &b.0.info.name))
+    });
     let mut chosen = vec![base];
     let mut gaps = Vec::new();
     let mut end = base.covers;
@@ -140,6 +143,20 @@ fn choose<'a>(instance: &str, objs: &'a [Obj], at: i64) -> Option<Choice<'a>> {
         end = Some(end.map_or(to, |e| e.max(to)));
         prev = &o.info.name;
         chosen.push(o);
+    }
+    // The last delta up to `at` missing leaves no hole between chosen objects: the first
+    // object after `at` shows it when it is a delta that does not continue the chain.
+    if let (Some(e), Some(next)) = (end, all.get(upto))
+        && let Kind::Delta { from, .. } = next.kind
+        && from > e
+    {
+        gaps.push(PlanError::Gap {
+            instance: instance.to_string(),
+            before: prev.clone(),
+            after: next.info.name.clone(),
+            from: e,
+            to: from,
+        });
     }
     Some(Choice { chosen, gaps })
 }
@@ -310,7 +327,10 @@ pub fn resolve(
         }),
         None => Err(WindowError::Outside {
             at: t(at_ns),
-            window: format!("{} (but nothing is retained yet)", describe_window(now_ns, r)),
+            window: format!(
+                "{} (but nothing is retained yet)",
+                describe_window(now_ns, r)
+            ),
         }),
     }
 }

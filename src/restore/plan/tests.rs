@@ -76,8 +76,6 @@ fn a_missing_delta_is_an_error_naming_its_neighbours() {
     // (12, 15] was deleted (or never stored).
     let d3 = delta("a", T0 + 3 * MIN, 15, 16);
     let all = vec![f.clone(), d1.clone(), d3.clone()];
-    // Before the gap: fine.
-    assert!(plan_at(&all, "main", T0 + 2 * MIN, None).is_ok());
     let e = plan_at(&all, "main", T0 + 3 * MIN, None).unwrap_err();
     assert_eq!(
         e,
@@ -90,10 +88,57 @@ fn a_missing_delta_is_an_error_naming_its_neighbours() {
         }
     );
     assert!(e.to_string().contains(&d1.name) && e.to_string().contains("12..15"));
+    // Between d1 and d3 the names cannot tell whether the missing delta was stored before
+    // or after the moment: a restore there is refused too, rather than possibly incomplete.
+    for at in [T0 + MIN, T0 + 2 * MIN] {
+        let e = plan_at(&all, "main", at, None).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                PlanError::Gap {
+                    from: 12,
+                    to: 15,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+    let d2 = delta("a", T0 + 2 * MIN, 12, 15);
+    assert!(
+        plan_at(
+            &[f.clone(), d1.clone(), d2, d3.clone()],
+            "main",
+            T0 + MIN,
+            None
+        )
+        .is_ok()
+    );
+    // A full snapshot after the moment resets the chain: no complaint.
+    let f2 = full("a", T0 + 2 * MIN, Some(15));
+    assert!(
+        plan_at(
+            &[f.clone(), d1.clone(), f2, d3.clone()],
+            "main",
+            T0 + MIN,
+            None
+        )
+        .is_ok()
+    );
     // The first delta must continue the transaction the full snapshot covers.
     let late = delta("a", T0 + MIN, 11, 12);
     let e = plan_at(&[f.clone(), late], "main", T0 + MIN, None).unwrap_err();
-    assert!(matches!(e, PlanError::Gap { from: 10, to: 11, .. }), "{e}");
+    assert!(
+        matches!(
+            e,
+            PlanError::Gap {
+                from: 10,
+                to: 11,
+                ..
+            }
+        ),
+        "{e}"
+    );
     // Overlapping ranges are harmless (the merge is idempotent).
     let over = delta("a", T0 + MIN, 8, 12);
     assert!(plan_at(&[f, over], "main", T0 + MIN, None).is_ok());
@@ -142,13 +187,19 @@ fn kept_points_follow_the_windows() {
     let p = kept_points(now, &r);
     // The all window's start (09:30), hours 09:00..06:30, midnights within two days.
     assert_eq!(p[0], now - HOUR_NS);
-    assert_eq!(&p[1..4], &[T0 - HOUR_NS, T0 - 2 * HOUR_NS, T0 - 3 * HOUR_NS]);
+    assert_eq!(
+        &p[1..4],
+        &[T0 - HOUR_NS, T0 - 2 * HOUR_NS, T0 - 3 * HOUR_NS]
+    );
     let midnight = T0 - 10 * HOUR_NS;
     assert!(p.contains(&midnight) && p.contains(&(midnight - DAY_NS)));
     assert!(!p.contains(&(midnight - 2 * DAY_NS)));
     assert!(p.windows(2).all(|w| w[0] > w[1]));
     // Only `all`: its start alone.
-    assert_eq!(kept_points(now, &policy(HOUR_NS, 0, 0)), vec![now - HOUR_NS]);
+    assert_eq!(
+        kept_points(now, &policy(HOUR_NS, 0, 0)),
+        vec![now - HOUR_NS]
+    );
 }
 
 #[test]
@@ -198,10 +249,8 @@ fn prune_keeps_the_window_and_each_points_chain() {
     assert!(!gone.contains(&full("a", T0 - 2 * HOUR_NS, Some(8)).name));
     assert!(!gone.contains(&"main__unknown-file".to_string()));
     // Nothing older than the hourly window survives, save a base a point needs.
-    assert!(
-        kept.iter()
-            .all(|o| o.name.contains("unknown") || SnapshotName::parse_object(&o.name).unwrap().0.timestamp_ns >= T0 - 3 * HOUR_NS)
-    );
+    assert!(kept.iter().all(|o| o.name.contains("unknown")
+        || SnapshotName::parse_object(&o.name).unwrap().0.timestamp_ns >= T0 - 3 * HOUR_NS));
 }
 
 #[test]
@@ -248,6 +297,10 @@ fn times_parse_as_rfc3339_or_ago() {
     assert_eq!(parse_time("2h", now), Ok(T0 - 2 * HOUR_NS));
     assert_eq!(parse_time("1h30m", now), Ok(T0 - 90 * MIN));
     assert_eq!(parse_time("3d", now), Ok(T0 - 3 * DAY_NS));
-    assert!(parse_time("yesterday", now).unwrap_err().contains("RFC 3339"));
+    assert!(
+        parse_time("yesterday", now)
+            .unwrap_err()
+            .contains("RFC 3339")
+    );
     assert!(parse_time("-2h", now).is_err());
 }
