@@ -3,9 +3,10 @@
 //! holds `domains_v5`, `metadata_v5`, `keydata_v5` (and `tsig_v5`), keyed by a 32-bit
 //! big-endian ID, each with an index DBI `<name>_0` whose keys are `u16 length (BE) + name +
 //! u32 ID (BE)`, the name being the DNS name lower-cased with its labels reversed and separated
-//! by NUL (`www.example.org` -> `org\0example\0www`, the root -> `\0`); the metadata and key
-//! indexes are on the zone's name. The shard file's `records_v5` keys start with the zone's
-//! domain ID (BE), then the owner name relative to the zone, NUL, and the 16-bit type.
+//! by NUL and ending in one (`www.example.org` -> `org\0example\0www\0`, the root -> `\0`); the
+//! metadata and key indexes are on the zone's name. The shard file's `records_v5` keys start with
+//! the zone's domain ID (BE), then the owner name relative to the zone in the same form but
+//! without the final NUL (empty at the apex), a NUL, and the 16-bit type (BE).
 
 use std::collections::BTreeSet;
 
@@ -65,7 +66,8 @@ pub enum ZoneError {
     },
 }
 
-/// `keyConv` of a DNS name: lower case, labels reversed, NUL-separated; the root is one NUL.
+/// `keyConv` of a DNS name: lower case, labels reversed, each followed by a NUL; the root is
+/// one NUL.
 pub fn name_key(zone: &str) -> Result<Vec<u8>, ZoneError> {
     let z = zone.strip_suffix('.').unwrap_or(zone).to_ascii_lowercase();
     if z.is_empty() {
@@ -81,12 +83,12 @@ pub fn name_key(zone: &str) -> Result<Vec<u8>, ZoneError> {
     if labels.iter().any(|l| l.is_empty() || l.len() > 63) {
         return Err(ZoneError::Name(zone.into(), "empty or over-long label"));
     }
-    Ok(labels
-        .into_iter()
-        .rev()
-        .collect::<Vec<_>>()
-        .join("\0")
-        .into_bytes())
+    let mut k = Vec::with_capacity(z.len() + 1);
+    for l in labels.into_iter().rev() {
+        k.extend_from_slice(l.as_bytes());
+        k.push(0);
+    }
+    Ok(k)
 }
 
 /// The start of a name's keys in an index DBI: the length (BE u16) and the name key.
@@ -112,6 +114,7 @@ fn labels_to_name(name: &[u8]) -> String {
     if name.iter().all(|b| *b == 0) {
         return ".".into();
     }
+    let name = name.strip_suffix(&[0]).unwrap_or(name);
     let labels: Vec<String> = name
         .split(|b| *b == 0)
         .map(|l| String::from_utf8_lossy(l).into_owned())
@@ -132,7 +135,7 @@ pub fn describe_record_key(k: &[u8]) -> String {
     }
     let qtype = u16::from_be_bytes([k[k.len() - 2], k[k.len() - 1]]);
     let name = &k[4..k.len() - 3];
-    let owner = if name.is_empty() || name == [0] {
+    let owner = if name.iter().all(|b| *b == 0) {
         "@".to_string()
     } else {
         labels_to_name(name)
@@ -358,12 +361,14 @@ mod tests {
 
     #[test]
     fn names_as_auth_stores_them() {
-        assert_eq!(name_key("www.Example.ORG.").unwrap(), b"org\0example\0www");
+        // As Auth 4.9 stores them (seen in its LMDB: `00 0a "test" 00 "undo" 00` + ID).
+        assert_eq!(name_key("www.Example.ORG.").unwrap(), b"org\0example\0www\0");
         assert_eq!(name_key(".").unwrap(), b"\0");
-        assert_eq!(index_prefix("example.org").unwrap(), b"\0\x0borg\0example");
+        assert_eq!(index_prefix("undo.test").unwrap(), b"\0\x0atest\0undo\0");
         assert!(name_key("a..b").is_err());
         assert!(name_key("a\\.b").is_err());
         let mut k = index_prefix("example.org").unwrap();
+        assert_eq!(k.len(), 2 + 12);
         k.extend_from_slice(&7u32.to_be_bytes());
         assert_eq!(index_key_name(&k[..k.len() - 4]), "example.org");
         assert_eq!(index_id(&k), Some(7));
@@ -372,7 +377,10 @@ mod tests {
         r.extend_from_slice(b"www\0\0\x01");
         assert_eq!(describe_record_key(&r), "www A");
         let mut apex = 7u32.to_be_bytes().to_vec();
-        apex.extend_from_slice(b"\0\0\0\x06");
+        apex.extend_from_slice(b"\0\0\x06");
         assert_eq!(describe_record_key(&apex), "@ SOA");
+        let mut deep = 7u32.to_be_bytes().to_vec();
+        deep.extend_from_slice(b"b\0a\0\0\x10");
+        assert_eq!(describe_record_key(&deep), "a.b TXT");
     }
 }
