@@ -178,6 +178,21 @@ fn restore_rebuilds_every_recorded_moment_and_survives_cleaners() {
     let o = restore(&a, &["--at", &at, "--dry-run", "--instance", "nobody"]);
     assert!(!o.status.success());
 
+    // The space retention uses, per db.
+    let o = a
+        .command(&["snapshots", "list", "--retained", "-l"])
+        .output()
+        .unwrap();
+    assert_ok(&o, "snapshots list --retained");
+    let text = String::from_utf8_lossy(&o.stdout);
+    let bytes: u64 = std::fs::read_dir(&retained)
+        .unwrap()
+        .flatten()
+        .map(|e| e.metadata().unwrap().len())
+        .sum();
+    let summary = format!("# retained main: {} objects, {bytes} bytes", before.len());
+    assert!(text.contains(&summary), "{summary:?} not in\n{text}");
+
     errors(&a, dir.path(), &retained, &moments);
     into_live(&a, &moments);
 }
@@ -306,33 +321,19 @@ fn into_live(a: &Instance, moments: &[(u64, Dump)]) {
     let before = a.dump();
     let t0 = now_ns();
     // Only keys starting with "k0" ("k0" in hex); "shared" and "seed" stay as they are.
-    let o = restore(
-        a,
-        &[
-            "--at",
-            &at_s,
-            "--dbi",
-            "records",
-            "--key-prefix",
-            "6b30",
-            "--into-live",
-            "--dry-run",
-        ],
-    );
+    let args = [
+        "--at",
+        &at_s,
+        "--dbi",
+        "records",
+        "--key-prefix",
+        "6b30",
+        "--into-live",
+    ];
+    let o = restore(a, &[&args[..], &["--dry-run"]].concat());
     assert_ok(&o, "into-live dry run");
     assert_eq!(a.dump(), before, "a dry run wrote");
-    let o = restore(
-        a,
-        &[
-            "--at",
-            &at_s,
-            "--dbi",
-            "records",
-            "--key-prefix",
-            "6b30",
-            "--into-live",
-        ],
-    );
+    let o = restore(a, &args);
     assert_ok(&o, "into-live");
     let text = String::from_utf8_lossy(&o.stdout).into_owned();
     assert!(text.contains("keys restored"), "{text}");
@@ -354,18 +355,6 @@ fn into_live(a: &Instance, moments: &[(u64, Dump)]) {
     }
     assert!(changed > 0);
     // Running it again changes nothing.
-    let o = restore(
-        a,
-        &[
-            "--at",
-            &at_s,
-            "--dbi",
-            "records",
-            "--key-prefix",
-            "6b30",
-            "--into-live",
-        ],
-    );
-    assert_ok(&o, "into-live again");
+    assert_ok(&restore(a, &args), "into-live again");
     assert_eq!(a.dump(), after);
 }

@@ -113,3 +113,145 @@ impl Archive {
         Ok(run)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::GoDuration;
+    use crate::storage::memory::MemoryStorage;
+    use crate::storage::{ReadSeek, Result};
+    use std::io::Read;
+
+    const HOUR: i64 = 3_600_000_000_000;
+    /// 2024-05-01T10:00:00Z in ns.
+    const T0: i64 = 1_714_557_600_000_000_000;
+
+    /// A storage whose puts fail: retaining into it never succeeds.
+    struct ReadOnly(MemoryStorage);
+
+    impl Storage for ReadOnly {
+        fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+            self.0.list(prefix)
+        }
+        fn get(&self, name: &str) -> Result<Box<dyn Read + Send + '_>> {
+            self.0.get(name)
+        }
+        fn put(&self, name: &str, _: &mut dyn ReadSeek, _: u64) -> Result<()> {
+            Err(StorageError::Backend {
+                op: "put",
+                name: name.into(),
+                message: "read-only".into(),
+            })
+        }
+        fn delete(&self, name: &str) -> Result<()> {
+            self.0.delete(name)
+        }
+        fn kind(&self) -> &'static str {
+            "read-only"
+        }
+    }
+
+    fn put(s: &dyn Storage, name: &str, body: &[u8]) {
+        s.put(
+            name,
+            &mut std::io::Cursor::new(body.to_vec()),
+            body.len() as u64,
+        )
+        .unwrap();
+    }
+
+    fn policy() -> RetentionConfig {
+        RetentionConfig {
+            all: GoDuration(HOUR),
+            hourly: GoDuration(0),
+            daily: GoDuration(0),
+        }
+    }
+
+    #[test]
+    fn copies_what_is_missing_and_prunes_what_no_window_needs() {
+        let bucket = MemoryStorage::new();
+        let archive = Archive {
+            storage: Arc::new(MemoryStorage::new()),
+            policy: policy(),
+        };
+        let full = |ts, t| SnapshotName::full_covering("main", "a", ts, t).object_name();
+        let delta = |ts, f, t| SnapshotName::delta("main", "a", ts, f, t).object_name();
+        // Two hours of history: a full snapshot, a delta, a newer full snapshot, a delta.
+        let old_full = full(T0 - 2 * HOUR, 10);
+        let old_delta = delta(T0 - 2 * HOUR + 60_000_000_000, 10, 11);
+        let base = full(T0 - 90 * 60_000_000_000, 11);
+        let recent = delta(T0 - 10 * 60_000_000_000, 11, 12);
+        for n in [&old_full, &old_delta, &base, &recent] {
+            put(&bucket, n, n.as_bytes());
+        }
+        put(&bucket, "main__not-an-object", b"x");
+        let listed = bucket.list("main__").unwrap();
+        let run = archive.run_once(&bucket, "main", &listed, T0).unwrap();
+        // The window (the last hour) needs `recent` and the base before it; the older pair
+        // needs no copy and may be cleaned; foreign names are neither copied nor cleaned.
+        assert_eq!(run.copied, 2);
+        assert_eq!(
+            run.retained,
+            [&old_full, &old_delta, &base, &recent]
+                .into_iter()
+                .cloned()
+                .collect()
+        );
+        let kept: Vec<String> = archive
+            .list("main")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(kept, vec![base.clone(), recent.clone()]);
+        assert_eq!(
+            (run.objects, run.bytes),
+            (2, (base.len() + recent.len()) as u64)
+        );
+        let mut body = String::new();
+        archive
+            .storage
+            .get(&recent)
+            .unwrap()
+            .read_to_string(&mut body)
+            .unwrap();
+        assert_eq!(body, recent);
+
+        // Next run, nothing new: nothing copied. Two hours later `recent` is older than the
+        // window but still what rebuilds its start, so it stays; a newer full snapshot
+        // replaces both.
+        let run = archive.run_once(&bucket, "main", &listed, T0).unwrap();
+        assert_eq!((run.copied, run.pruned), (0, 0));
+        let newer = full(T0 + HOUR, 12);
+        put(&bucket, &newer, b"n");
+        let listed = bucket.list("main__").unwrap();
+        let run = archive
+            .run_once(&bucket, "main", &listed, T0 + 2 * HOUR + 1)
+            .unwrap();
+        assert_eq!((run.copied, run.pruned), (1, 2));
+        let kept: Vec<String> = archive
+            .list("main")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect();
+        assert_eq!(kept, vec![newer]);
+    }
+
+    #[test]
+    fn an_object_that_could_not_be_retained_is_not_cleaned() {
+        let bucket = MemoryStorage::new();
+        let archive = Archive {
+            storage: Arc::new(ReadOnly(MemoryStorage::new())),
+            policy: policy(),
+        };
+        let n = SnapshotName::new("main", "a", T0).object_name();
+        put(&bucket, &n, b"x");
+        let run = archive
+            .run_once(&bucket, "main", &bucket.list("main__").unwrap(), T0)
+            .unwrap();
+        assert_eq!((run.copied, run.copy_failed), (0, 1));
+        assert!(run.retained.is_empty());
+    }
+}

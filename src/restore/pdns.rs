@@ -166,8 +166,12 @@ fn qtype_name(t: u16) -> String {
     }
 }
 
-/// The live (not deleted) entries of an index DBI under `prefix`: (key, ID).
-fn index_entries(env: &Env, dbi: &[u8], prefix: &[u8]) -> Result<Vec<(Vec<u8>, u32)>, ZoneError> {
+/// Every entry of an index DBI under `prefix`: (key, ID, deleted).
+fn index_scan(
+    env: &Env,
+    dbi: &[u8],
+    prefix: &[u8],
+) -> Result<Vec<(Vec<u8>, u32, bool)>, ZoneError> {
     let path = env.path().display().to_string();
     let err = |e| ZoneError::Lmdb(path.clone(), e);
     let txn = env.begin_ro().map_err(err)?;
@@ -191,40 +195,30 @@ fn index_entries(env: &Env, dbi: &[u8], prefix: &[u8]) -> Result<Vec<(Vec<u8>, u
             dbi: String::from_utf8_lossy(dbi).into_owned(),
             source,
         })?;
-        // Only exact entries of this name: `prefix + 4-byte ID`.
-        if !h.is_deleted()
-            && let Some(id) = index_id(k)
-        {
-            out.push((k.to_vec(), id));
+        if let Some(id) = index_id(k) {
+            out.push((k.to_vec(), id, h.is_deleted()));
         }
         item = c.next_entry().map_err(err)?;
     }
     Ok(out)
 }
 
-/// All index entries (deleted or not) under `prefix`, as IDs.
+/// The live (not deleted) entries of an index DBI under `prefix`: (key, ID).
+fn index_entries(env: &Env, dbi: &[u8], prefix: &[u8]) -> Result<Vec<(Vec<u8>, u32)>, ZoneError> {
+    Ok(index_scan(env, dbi, prefix)?
+        .into_iter()
+        .filter(|(_, _, deleted)| !deleted)
+        .map(|(k, id, _)| (k, id))
+        .collect())
+}
+
+/// The IDs of all entries (deleted or not) of exactly the name `prefix` stands for.
 fn all_index_ids(env: &Env, dbi: &[u8], prefix: &[u8]) -> Result<BTreeSet<u32>, ZoneError> {
-    let path = env.path().display().to_string();
-    let err = |e| ZoneError::Lmdb(path.clone(), e);
-    let txn = env.begin_ro().map_err(err)?;
-    let Some(d) = txn.open_dbi(dbi).map_err(err)? else {
-        return Ok(BTreeSet::new());
-    };
-    let mut ids = BTreeSet::new();
-    let mut c = txn.cursor(d).map_err(err)?;
-    let mut item = c.set_range(prefix).map_err(err)?;
-    while let Some((k, _)) = item {
-        if !k.starts_with(prefix) {
-            break;
-        }
-        if k.len() == prefix.len() + 4
-            && let Some(id) = index_id(k)
-        {
-            ids.insert(id);
-        }
-        item = c.next_entry().map_err(err)?;
-    }
-    Ok(ids)
+    Ok(index_scan(env, dbi, prefix)?
+        .into_iter()
+        .filter(|(k, _, _)| k.len() == prefix.len() + 4)
+        .map(|(_, id, _)| id)
+        .collect())
 }
 
 /// Whether `dbi[key]` holds a live (not deleted) value.
@@ -362,7 +356,10 @@ mod tests {
     #[test]
     fn names_as_auth_stores_them() {
         // As Auth 4.9 stores them (seen in its LMDB: `00 0a "test" 00 "undo" 00` + ID).
-        assert_eq!(name_key("www.Example.ORG.").unwrap(), b"org\0example\0www\0");
+        assert_eq!(
+            name_key("www.Example.ORG.").unwrap(),
+            b"org\0example\0www\0"
+        );
         assert_eq!(name_key(".").unwrap(), b"\0");
         assert_eq!(index_prefix("undo.test").unwrap(), b"\0\x0atest\0undo\0");
         assert!(name_key("a..b").is_err());

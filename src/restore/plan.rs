@@ -261,7 +261,10 @@ pub struct Resolved {
 /// Describes what a policy keeps at `now_ns`, for error messages.
 pub fn describe_window(now_ns: i64, r: &RetentionConfig) -> String {
     let t = |ns: i64| crate::core::display::rfc3339_nano(ns);
-    let mut parts = vec![format!("every moment from {} to now", t(now_ns - r.all.0))];
+    let mut parts = Vec::new();
+    if r.all.0 > 0 {
+        parts.push(format!("every moment from {} to now", t(now_ns - r.all.0)));
+    }
     if r.hourly.0 > 0 {
         parts.push(format!("each UTC hour from {}", t(now_ns - r.hourly.0)));
     }
