@@ -380,4 +380,104 @@ mod tests {
         deep.extend_from_slice(b"b\0a\0\0\x10");
         assert_eq!(describe_record_key(&deep), "a.b TXT");
     }
+
+    use crate::testutil::{header_value, put_all, scratch_env};
+
+    /// A main LMDB with `zones` as (name, id, deleted), plus one metadata entry of each zone.
+    fn main_env(
+        dir: &std::path::Path,
+        file: &str,
+        zones: &[(&str, u32, bool)],
+    ) -> std::sync::Arc<Env> {
+        let env = scratch_env(dir, file, 16 << 20);
+        let mut domains = Vec::new();
+        let mut index = Vec::new();
+        let mut meta = Vec::new();
+        let mut meta_index = Vec::new();
+        for (name, id, deleted) in zones {
+            let app = if *deleted {
+                b"".as_slice()
+            } else {
+                name.as_bytes()
+            };
+            domains.push((id.to_be_bytes().to_vec(), header_value(5, *deleted, app)));
+            let p = index_prefix(name).unwrap();
+            index.push((
+                [p.as_slice(), &id.to_be_bytes()].concat(),
+                header_value(5, *deleted, b""),
+            ));
+            let mid = id + 1000;
+            meta.push((
+                mid.to_be_bytes().to_vec(),
+                header_value(5, *deleted, b"meta"),
+            ));
+            meta_index.push((
+                [p.as_slice(), &mid.to_be_bytes()].concat(),
+                header_value(5, *deleted, b""),
+            ));
+        }
+        put_all(&env, DOMAINS, &domains);
+        put_all(&env, DOMAINS_INDEX, &index);
+        put_all(&env, METADATA, &meta);
+        put_all(&env, METADATA_INDEX, &meta_index);
+        env
+    }
+
+    #[test]
+    fn zone_selection_and_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let then = main_env(
+            dir.path(),
+            "then",
+            &[("a.test", 5, false), ("b.test", 6, false)],
+        );
+        // Deleted since (tombstones everywhere): restorable, with its metadata.
+        let now = main_env(
+            dir.path(),
+            "now",
+            &[("a.test", 5, true), ("b.test", 6, false)],
+        );
+        let k = zone_keys(&then, &now, "a.test", "T").unwrap();
+        assert_eq!(k.id, 5);
+        assert_eq!(k.shard[0].prefixes, vec![5u32.to_be_bytes().to_vec()]);
+        let meta = k.main.iter().find(|s| s.dbi == METADATA).unwrap();
+        assert_eq!(meta.prefixes, vec![1005u32.to_be_bytes().to_vec()]);
+        // Never existed, or deleted already then.
+        let e = zone_keys(&then, &now, "c.test", "T").unwrap_err();
+        assert!(matches!(e, ZoneError::Absent { .. }), "{e}");
+        assert!(e.to_string().contains("did not exist at T"));
+        assert!(matches!(
+            zone_keys(&now, &now, "a.test", "T"),
+            Err(ZoneError::Absent { .. })
+        ));
+        // Its ID now belongs to another zone.
+        let taken = main_env(
+            dir.path(),
+            "taken",
+            &[("a.test", 5, true), ("x.test", 5, false)],
+        );
+        let e = zone_keys(&then, &taken, "a.test", "T").unwrap_err();
+        assert!(
+            matches!(e, ZoneError::IdTaken { id: 5, ref other, .. } if other == "x.test"),
+            "{e}"
+        );
+        // Re-created under another ID.
+        let again = main_env(
+            dir.path(),
+            "again",
+            &[("a.test", 5, true), ("a.test", 9, false)],
+        );
+        let e = zone_keys(&then, &again, "a.test", "T").unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ZoneError::Recreated {
+                    now: 9,
+                    then: 5,
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
 }
