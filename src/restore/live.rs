@@ -287,3 +287,119 @@ pub fn apply(
     }
     Ok(done)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::{header_value, put_all, scratch_env};
+
+    fn read(env: &Env, dbi: &[u8], key: &[u8]) -> Option<(u64, bool, Vec<u8>)> {
+        let txn = env.begin_ro().unwrap();
+        let d = txn.open_dbi(dbi).unwrap()?;
+        let v = txn.get(d, key).unwrap()?;
+        let (h, app) = header::parse(v).unwrap();
+        Some((h.timestamp, h.is_deleted(), app.to_vec()))
+    }
+
+    #[test]
+    fn selected_keys_go_back_as_new_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let then = scratch_env(dir.path(), "then", 16 << 20);
+        let live = scratch_env(dir.path(), "live", 16 << 20);
+        let kv = |k: &str, ts, del, v: &str| {
+            (k.as_bytes().to_vec(), header_value(ts, del, v.as_bytes()))
+        };
+        put_all(
+            &then,
+            b"r",
+            &[
+                kv("a1", 10, false, "old"),
+                kv("a2", 10, false, "same"),
+                kv("a3", 10, false, "was deleted since"),
+                kv("a5", 10, true, ""),
+                kv("b1", 10, false, "not selected"),
+            ],
+        );
+        put_all(&then, b"only-then", &[kv("x", 10, false, "x")]);
+        let future = 4_000_000_000_000_000_000;
+        put_all(
+            &live,
+            b"r",
+            &[
+                kv("a1", 20, false, "new"),
+                kv("a2", 20, false, "same"),
+                kv("a3", 20, true, ""),
+                kv("a4", future, false, "added since"),
+                kv("a5", 20, true, ""),
+                kv("b1", 20, false, "changed"),
+            ],
+        );
+        // Overlapping prefixes select each key once.
+        let sel = Selection {
+            dbi: b"r".to_vec(),
+            prefixes: vec![b"a".to_vec(), b"a1".to_vec()],
+        };
+        let changes = plan_changes(&then, &live, &sel).unwrap();
+        let keys: Vec<(&[u8], Action)> = changes
+            .iter()
+            .map(|c| (c.key.as_slice(), c.action))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                (b"a1".as_slice(), Action::Restore),
+                (b"a3", Action::Restore),
+                (b"a4", Action::Delete)
+            ]
+        );
+        let t0 = crate::base::now_ns() as u64;
+        let mut seen = Vec::new();
+        let done = apply(&live, &changes, 2, |c| seen.push(c.key.clone())).unwrap();
+        assert_eq!(
+            (done.restored, done.deleted, done.unchanged, done.write_txns),
+            (2, 1, 0, 2)
+        );
+        assert_eq!(seen.len(), 3);
+        let (ts, del, v) = read(&live, b"r", b"a1").unwrap();
+        assert!(ts >= t0 && !del && v == b"old");
+        assert_eq!(read(&live, b"r", b"a3").unwrap().2, b"was deleted since");
+        // A key from the future still loses to the restore's write.
+        let (ts, del, _) = read(&live, b"r", b"a4").unwrap();
+        assert!(del && ts == future + 1);
+        assert_eq!(read(&live, b"r", b"a2").unwrap().0, 20);
+        assert_eq!(read(&live, b"r", b"b1").unwrap().2, b"changed");
+        // Applying again: decided again under the lock, nothing to do.
+        let again = apply(&live, &changes, 10, |_| {}).unwrap();
+        assert_eq!((again.restored, again.deleted, again.unchanged), (0, 0, 3));
+        // A DBI the live LMDB lacks is created; a whole DBI (no prefix) is selected.
+        let sel = Selection {
+            dbi: b"only-then".to_vec(),
+            prefixes: Vec::new(),
+        };
+        let changes = plan_changes(&then, &live, &sel).unwrap();
+        apply(&live, &changes, 10, |_| {}).unwrap();
+        assert_eq!(read(&live, b"only-then", b"x").unwrap().2, b"x");
+    }
+
+    #[test]
+    fn a_value_without_header_is_refused_with_its_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let then = scratch_env(dir.path(), "then", 16 << 20);
+        let live = scratch_env(dir.path(), "live", 16 << 20);
+        put_all(
+            &then,
+            b"r",
+            &[(b"k".to_vec(), header_value(1, false, b"v"))],
+        );
+        put_all(&live, b"r", &[(b"k".to_vec(), b"plain".to_vec())]);
+        let sel = Selection {
+            dbi: b"r".to_vec(),
+            prefixes: Vec::new(),
+        };
+        let e = plan_changes(&then, &live, &sel).unwrap_err();
+        assert!(
+            e.to_string().contains("key 6b") && e.to_string().contains("native"),
+            "{e}"
+        );
+    }
+}
