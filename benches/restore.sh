@@ -23,6 +23,8 @@ RUNS=${2:-3}
 DELTAS=${3:-100}
 CHANGES=${4:-500}
 SHARED=${SHARED:-../shared/bench}
+# From a worktree under wt/, the shared directory is one level further up.
+[ -f "$SHARED/gen.py" ] || SHARED=../../shared/bench
 WORK=${WORK:-/var/tmp/ls-restore}/$DOMAINS
 python3 -c 'import lmdb' 2>/dev/null || python3 -m pip install --quiet lmdb
 cargo build --release --quiet --bin lightningstream
@@ -32,7 +34,8 @@ mkdir -p "$WORK"
 
 if [ ! -f "$WORK/src.lmdb" ]; then
     echo "== generating $DOMAINS domains ($((DOMAINS * 7)) keys)"
-    python3 "$SHARED/gen.py" "$WORK/src.lmdb.tmp" "$DOMAINS" --map-gb 16 && mv "$WORK/src.lmdb.tmp" "$WORK/src.lmdb"
+    python3 "$SHARED/gen.py" "$WORK/src.lmdb.tmp" "$DOMAINS" --map-gb 16
+    mv "$WORK/src.lmdb.tmp" "$WORK/src.lmdb"
 fi
 
 config() { # name lmdb bucket extra

@@ -16,6 +16,9 @@ use crate::storage::Storage;
 use super::plan::Plan;
 use super::progress::Progress;
 
+/// Longest write transaction of a build.
+const SLICE: std::time::Duration = std::time::Duration::from_millis(100);
+
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("retained object {name} is missing (removed while restoring?); nothing was restored")]
@@ -80,9 +83,10 @@ pub fn merge_plan(
             path: env.path().display().to_string(),
             what: e.to_string(),
         })?;
-    // The LMDB is ours alone: one transaction per object, no pauses.
+    // The LMDB is ours alone: no pauses, but bounded write transactions all the same, since
+    // LMDB keeps a transaction's dirty pages in memory (up to 512 MiB before spilling).
     let limits = SliceLimits {
-        max: std::time::Duration::ZERO,
+        max: SLICE,
         pause: std::time::Duration::ZERO,
     };
     for o in plan.objects() {
@@ -136,7 +140,7 @@ pub fn build_new(
     result
 }
 
-/// Opens a fresh LMDB (creating it) for a build.
+/// Opens a fresh LMDB (creating it) for a build, with `MDB_NOSYNC`.
 pub fn open_new(path: &Path, env_opts: &EnvOptions) -> Result<Arc<Env>, crate::lmdb::LmdbError> {
     let opts = EnvOptions {
         create: true,
@@ -152,7 +156,11 @@ pub fn open_new(path: &Path, env_opts: &EnvOptions) -> Result<Arc<Env>, crate::l
     if !opts.no_subdir {
         let _ = std::fs::create_dir_all(path);
     }
-    Env::open(path, &opts)
+    let env = Env::open(path, &opts)?;
+    // Commits need not reach the disk one by one: a build that does not complete is thrown
+    // away, and `build_new` syncs once at the end.
+    env.set_no_sync(true)?;
+    Ok(env)
 }
 
 fn temporary_path(target: &Path) -> PathBuf {
