@@ -12,7 +12,7 @@ use crate::config::{Config, LmdbConfig};
 use crate::core::display::rfc3339_nano;
 use crate::core::name::{SnapshotName, sanitize_instance};
 use crate::lmdb::{Env, EnvOptions};
-use crate::restore::archive::Archive;
+use crate::restore::archive::{Archive, WithBucket};
 use crate::restore::build::{BuildOptions, build_new, merge_plan, open_new};
 use crate::restore::live::{Action, Change, Selection, apply, hex, plan_changes};
 use crate::restore::pdns;
@@ -37,6 +37,19 @@ fn db_config<'a>(cfg: &'a Config, db: Option<&str>) -> anyhow::Result<(&'a str, 
             cfg.lmdbs.keys().cloned().collect::<Vec<_>>().join(", ")
         ),
     }
+}
+
+/// The retained objects, with the bucket's behind them for what the cleaner has not retained
+/// yet (see [`WithBucket`]).
+fn restore_source(cfg: &Config) -> anyhow::Result<Archive> {
+    let archive = super::open_archive(cfg)?;
+    Ok(Archive {
+        storage: std::sync::Arc::new(WithBucket {
+            retained: archive.storage,
+            bucket: super::open_storage(cfg)?,
+        }),
+        policy: archive.policy,
+    })
 }
 
 /// The plan for `db` at the moment `at` asks for, after checking it against the policy.
@@ -120,7 +133,7 @@ fn print_plan(out: &mut dyn Write, plan: &Plan) -> io::Result<()> {
 }
 
 pub fn run(cfg: &Config, cmd: &RestoreCmd, instance: Option<&str>) -> anyhow::Result<()> {
-    let archive = super::open_archive(cfg)?;
+    let archive = restore_source(cfg)?;
     let (db, l) = db_config(cfg, cmd.db.as_deref())?;
     let plan = plan_for(&archive, db, &cmd.at, instance)?;
     let mut out = BufWriter::new(io::stdout().lock());
@@ -283,7 +296,7 @@ fn write_changes(
 
 /// `pdns restore-zone`.
 pub fn run_zone(cfg: &Config, cmd: &RestoreZoneCmd) -> anyhow::Result<()> {
-    let archive = super::open_archive(cfg)?;
+    let archive = restore_source(cfg)?;
     let (main_db, main_l) = db_config(cfg, Some(&cmd.main_db))?;
     let (shard_db, shard_l) = db_config(cfg, Some(&cmd.shard_db))?;
     native_only(main_db, main_l)?;
