@@ -166,7 +166,9 @@ dnskeys() { dig +short +time=1 +tries=1 @127.0.0.1 -p "${DNS[$1]}" undo.test DNS
 KEYS_BEFORE=$(dnskeys 2)
 [ -n "$KEYS_BEFORE" ] || fail "no DNSKEY for undo.test on 2"
 sleep 0.2
-AT=$(date -u +%Y-%m-%dT%H:%M:%S.%NZ)
+NS=$(date +%s%N)
+AT=$(date -u -d "@${NS:0:10}" +%Y-%m-%dT%H:%M:%S).${NS:10}Z
+AT_NAME=$(date -u -d "@${NS:0:10}" +%Y%m%d-%H%M%S)-${NS:10}
 # The state at $AT is retained once a cleaner has archived the objects stored before it.
 undo_retained() {
     "$LS" -c "$W/auth2/ls.yaml" pdns restore-zone undo.test --at "$AT" --dry-run > "$W/undo-wait.txt" 2>"$W/undo-wait.log"
@@ -175,6 +177,10 @@ undo_retained() {
 until_ok "state of $AT retained (restore-zone dry run: nothing to do)" undo_retained
 P 1 delete-zone undo.test >/dev/null
 until_ok "zone deleted on 1, gone on 2" lacks 2 www.undo.test A "192\.0\.2\.80"
+# The cleaners remove every object from before $AT from the bucket: the restore reads only
+# retained copies.
+before_at_cleaned() { ! ls "$W/s3/pdns" | awk -F__ -v t="$AT_NAME" 'NF >= 4 && $3 < t' | grep -q .; }
+until_ok "objects from before $AT cleaned from the bucket" before_at_cleaned
 "$LS" -c "$W/auth2/ls.yaml" pdns restore-zone undo.test --at "$AT" --dry-run > "$W/undo-dry.txt" 2>>"$W/undo.log" \
     || fail "restore-zone --dry-run"
 grep -q "www A" "$W/undo-dry.txt" && grep -q "dry run" "$W/undo-dry.txt" || fail "dry run did not list the records: $(cat "$W/undo-dry.txt")"
