@@ -22,8 +22,9 @@ pub mod lmdb;
 pub mod logging;
 pub mod metrics;
 pub mod pipeline;
+pub mod progress;
 pub mod restore;
-
+pub mod retry;
 pub mod snapshot;
 pub mod status;
 pub mod storage;

@@ -209,8 +209,9 @@ impl Log for Logger {
         }
         let mut line = self.render(record);
         line.push('\n');
-        // One write per line so that lines of concurrent threads never interleave.
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        // One write per line so that lines of concurrent threads never interleave; with
+        // progress bars on screen, between two of their redraws.
+        let _ = crate::progress::suspend(|| std::io::stderr().lock().write_all(line.as_bytes()));
     }
 
     fn flush(&self) {

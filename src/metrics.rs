@@ -31,6 +31,9 @@ pub struct Metrics {
     pub in_storage_bytes: IntGaugeVec,
     pub last_received: GaugeVec,
     pub last_received_age: HistogramVec,
+    /// Ours: the time of each instance's snapshot or delta merged (or adopted) here last;
+    /// `last_received_seconds` minus this is how far behind that instance this one is.
+    pub last_merged: GaugeVec,
     // Concurrency limiters (§3.3): `limit_name` is `download` or `decompress`.
     pub climit_limit: IntGaugeVec,
     pub climit_waiting: IntGaugeVec,
@@ -55,12 +58,23 @@ pub struct Metrics {
     pub s3_call_duration: HistogramVec,
     pub s3_call_errors: IntCounterVec,
     pub s3_call_errors_by_type: IntCounterVec,
+    // Azure backend calls, upstream's `storage_azure_*`; `method` is list, load, store, delete
+    // or create-container.
+    pub azure_calls: IntCounterVec,
+    pub azure_call_timestamp: GaugeVec,
+    pub azure_call_duration: HistogramVec,
+    pub azure_call_errors: IntCounterVec,
+    pub azure_call_errors_by_type: IntCounterVec,
     // Ours, not upstream's: the /healthz checks as a metric, for alerting without a prober.
     pub health_check_status: IntGaugeVec,
     // Ours: deltas (stored, merged, and chains found broken).
     pub deltas_stored: IntCounterVec,
     pub deltas_loaded: IntCounterVec,
     pub delta_chain_gaps: IntCounterVec,
+    // Ours: how long merging a remote snapshot or delta took, and how long of that the LMDB
+    // write lock was held (what PowerDNS writers wait for).
+    pub merge_duration: HistogramVec,
+    pub merge_write_lock: HistogramVec,
     // Ours: retention (objects and bytes kept under the retained prefix, copies and prunes).
     pub retention_objects: IntGaugeVec,
     pub retention_bytes: IntGaugeVec,
@@ -74,7 +88,13 @@ const AGE_BUCKETS: &[f64] = &[
     21600.0, 43200.0, 86400.0, 259200.0, 604800.0, 1209600.0, 2592000.0,
 ];
 
-/// Buckets of `storage_s3_call_duration_seconds`.
+/// Buckets of the merge durations: from a one-key delta to a multi-million-record snapshot.
+const MERGE_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// Buckets of `storage_s3_call_duration_seconds` and `storage_azure_call_duration_seconds`
+/// (the same in upstream).
 const S3_BUCKETS: &[f64] = &[
     0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0,
 ];
@@ -193,6 +213,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             &["lmdb", "syncer_instance"],
             AGE_BUCKETS.to_vec(),
         ),
+        last_merged: float_gauge_vec(
+            "lightningstream_receiver_snapshots_last_merged_seconds",
+            "Timestamp of the newest snapshot merged here per instance",
+            &["lmdb", "syncer_instance"],
+        ),
         climit_limit: gauge_vec(
             "lightningstream_climit_limit",
             "Configured number of tokens",
@@ -281,6 +306,32 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "S3 call errors by method and error type",
             &["method", "error"],
         ),
+        azure_calls: counter_vec(
+            "storage_azure_call_total",
+            "Azure API calls by method",
+            &["method"],
+        ),
+        azure_call_timestamp: float_gauge_vec(
+            "storage_azure_call_timestamp_seconds",
+            "UNIX timestamp of last Azure API call by method",
+            &["method"],
+        ),
+        azure_call_duration: histogram_vec(
+            "storage_azure_call_duration_seconds",
+            "Azure API call duration by method",
+            &["method"],
+            S3_BUCKETS.to_vec(),
+        ),
+        azure_call_errors: counter_vec(
+            "storage_azure_call_error_total",
+            "Azure API call errors by method",
+            &["method"],
+        ),
+        azure_call_errors_by_type: counter_vec(
+            "storage_azure_call_error_by_type_total",
+            "Azure API call errors by method and error type",
+            &["method", "error"],
+        ),
         health_check_status: gauge_vec(
             "lightningstream_health_check_status",
             "Result of each /healthz check: 0 ok, 1 warning, 2 failing",
@@ -300,6 +351,18 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "lightningstream_deltas_chain_gaps_total",
             "Number of broken delta chains found (the instance's next full snapshot is awaited)",
             &["lmdb", "instance"],
+        ),
+        merge_duration: histogram_vec(
+            "lightningstream_merge_duration_seconds",
+            "Time to merge one remote snapshot or delta, by kind (snapshot or delta)",
+            &["lmdb", "kind"],
+            MERGE_BUCKETS.to_vec(),
+        ),
+        merge_write_lock: histogram_vec(
+            "lightningstream_merge_write_lock_seconds",
+            "Longest the LMDB write lock was held at once while merging one remote snapshot or delta",
+            lmdb,
+            MERGE_BUCKETS.to_vec(),
         ),
         retention_objects: gauge_vec(
             "lightningstream_retention_objects",

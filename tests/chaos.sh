@@ -11,6 +11,8 @@
 #        CHAOS_DELTAS=1: the daemons store deltas between full snapshots
 #        CHAOS_GARAGE=PATH: the bucket on a 3-node Garage cluster run from this garage binary
 #        instead of the S3 test server (tests/chaos-garage.sh installs Garage and sets it)
+#        CHAOS_AZURITE=PATH: the daemons on the azure backend, on Azurite run from this main.js
+#        (tests/chaos-azurite.sh installs Azurite and sets it)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +27,8 @@ cargo build --quiet "${flags[@]}" --bin lightningstream --example s3_test_server
 args=(--bin "target/$profile/lightningstream" --duration "$duration")
 if [ -n "${CHAOS_GARAGE:-}" ]; then
     args+=(--garage "$CHAOS_GARAGE")
+elif [ -n "${CHAOS_AZURITE:-}" ]; then
+    args+=(--azurite "$CHAOS_AZURITE")
 else
     args+=(--s3-server "target/$profile/examples/s3_test_server")
 fi

@@ -83,33 +83,17 @@ fn snapshots_commands() {
         std::fs::read(&got).unwrap(),
         std::fs::read(bucket.join(&names[0])).unwrap()
     );
-    let o = run(&["-c", cfg, "snapshots", "put", got.to_str().unwrap()]);
+    let put = |extra: &[&str]| {
+        let mut args = vec!["-c", cfg, "snapshots", "put", got.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        run(&args)
+    };
+    let o = put(&[]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("invalid snapshot name"));
     let copy = "main__b__20260101-000000-000000000__GX.pb.gz";
-    assert_ok(
-        &run(&[
-            "-c",
-            cfg,
-            "snapshots",
-            "put",
-            got.to_str().unwrap(),
-            "-n",
-            copy,
-        ]),
-        "put -n",
-    );
-    assert_ok(
-        &run(&[
-            "-c",
-            cfg,
-            "snapshots",
-            "put",
-            got.to_str().unwrap(),
-            "--force",
-        ]),
-        "put --force",
-    );
+    assert_ok(&put(&["-n", copy]), "put -n");
+    assert_ok(&put(&["--force"]), "put --force");
     assert!(bucket.join("got.pb.gz").exists());
     assert_ok(
         &run(&["-c", cfg, "snapshots", "remove", "got.pb.gz"]),

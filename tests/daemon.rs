@@ -131,8 +131,21 @@ fn receive_only_corrupt_objects_and_sigterm() {
         Duration::from_secs(20),
         || r.dump().contains_key(&key("records", "k2")),
     );
+    // The receiver notices the local write (it logs skipping the store) and still stores
+    // nothing.
+    let skipped = || {
+        std::fs::read_to_string(dir.path().join("r.log"))
+            .unwrap_or_default()
+            .matches("Snapshot store skipped")
+            .count()
+    };
+    let before = skipped();
     r.write("records", &[("local2", Some("never-sent"), 30)]);
-    std::thread::sleep(Duration::from_millis(500));
+    wait_for(
+        "the receiver to skip storing its local change",
+        Duration::from_secs(20),
+        || skipped() > before,
+    );
     let objects: Vec<String> = std::fs::read_dir(&bucket)
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -184,13 +197,30 @@ fn wait_for_marker_file() {
     a.write("records", &[("k", Some("v"), 10)]);
     let log = std::fs::File::create(dir.path().join("a.log")).unwrap();
     let _d = Daemon(
-        a.command(&["sync", "--wait-for-marker-file", "go-ahead"])
-            .stderr(log)
-            .spawn()
-            .unwrap(),
+        a.command(&[
+            "sync",
+            "--wait-for-marker-file",
+            "go-ahead",
+            "--log-level",
+            "debug",
+        ])
+        .stderr(log)
+        .spawn()
+        .unwrap(),
     );
     let snapshots = || common::count_objects(&bucket, "main__");
-    std::thread::sleep(Duration::from_millis(800));
+    // Three looks for the marker (100 ms apart) that found nothing, and nothing synced.
+    let misses = || {
+        std::fs::read_to_string(dir.path().join("a.log"))
+            .unwrap_or_default()
+            .matches("not found yet")
+            .count()
+    };
+    wait_for(
+        "three looks for the marker",
+        Duration::from_secs(20),
+        || misses() >= 3,
+    );
     assert_eq!(snapshots(), 0, "synced before the marker existed");
     std::fs::write(bucket.join("go-ahead"), b"").unwrap();
     wait_for(
@@ -242,7 +272,14 @@ fn sliced_merge_is_not_a_local_change() {
     assert!(slices > 1, "expected several write transactions: {text}");
     assert_eq!(records(&a.dump()).len(), 30_000);
     let own = || common::count_objects(&bucket, "main__a__");
-    std::thread::sleep(Duration::from_millis(1000));
+    // Start-up completes only after a local check that follows the merge: had the merge's
+    // slices looked like a local change, that check would have stored a snapshot first.
+    wait_for("a's start-up to complete", Duration::from_secs(20), || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("Start-up complete")
+    });
+    let text = std::fs::read_to_string(&log).unwrap();
     assert_eq!(own(), 0, "a snapshot was stored for a merge alone:\n{text}");
     // A real local change is snapshotted.
     a.write("records", &[("local", Some("x"), 5000)]);

@@ -25,6 +25,8 @@ def strip_comments(text):
 
 
 def strip_strings(text):
+    # Char literals first: '"' would otherwise open a string (lifetimes like 'a never close).
+    text = re.sub(r"'(?:\\.|[^'\\])'", "' '", text)
     return re.sub(r'"(?:\\.|[^"\\])*"', '""', text)
 
 

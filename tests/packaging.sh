@@ -220,11 +220,12 @@ rpm_has_files() {
     for f in /usr/bin/lightningstream /usr/lib/systemd/system/lightningstream.service \
         /usr/lib/systemd/system/lightningstream@.service /etc/lightningstream/lightningstream.yaml \
         /usr/share/man/man1/lightningstream.1.gz /usr/share/man/man5/lightningstream.yaml.5.gz \
-        /usr/share/doc/lightningstream/copyright /usr/share/doc/lightningstream/README.md; do
+        /usr/share/doc/lightningstream/copyright /usr/share/doc/lightningstream/README.md \
+        /usr/share/lightningstream/grafana/lightningstream.json; do
         grep -qx "$f" <<< "$rpm_files" || { echo "missing $f"; return 1; }
     done
 }
-check "rpm: binary, units, conffile, man pages, README and copyright listed" rpm_has_files
+check "rpm: binary, units, conffile, man pages, README, copyright and dashboard listed" rpm_has_files
 check "rpm: version $VERSION" sh -c "rpm -qp --qf '%{VERSION}' '$RPM' | grep -qx '$VERSION'"
 check "rpm: the conffile is the only config file" sh -c "[ \"\$(rpm -qp --configfiles '$RPM')\" = /etc/lightningstream/lightningstream.yaml ]"
 check "rpm: the conffile is %config(noreplace)" sh -c "rpm -qp --qf '[%{FILEFLAGS:fflags} %{FILENAMES}\n]' '$RPM' | grep -Eqx 'c[a-z]*n[a-z]* /etc/lightningstream/lightningstream.yaml'"
@@ -259,14 +260,15 @@ installed_files() {
     for f in /usr/bin/lightningstream /usr/lib/systemd/system/lightningstream.service \
         /usr/lib/systemd/system/lightningstream@.service /etc/lightningstream/lightningstream.yaml \
         /usr/share/man/man1/lightningstream.1.gz /usr/share/man/man5/lightningstream.yaml.5.gz \
-        /usr/share/doc/lightningstream/copyright /usr/share/doc/lightningstream/README.md; do
+        /usr/share/doc/lightningstream/copyright /usr/share/doc/lightningstream/README.md \
+        /usr/share/lightningstream/grafana/lightningstream.json; do
         [ -f "$f" ] || { echo "missing $f"; return 1; }
     done
     cmp /usr/bin/lightningstream "$BIN" &&
         zcat /usr/share/man/man1/lightningstream.1.gz | cmp - man/lightningstream.1 &&
         dpkg-query -W -f '${Conffiles}\n' lightningstream | grep -q /etc/lightningstream/lightningstream.yaml
 }
-check "deb: binary, units, conffile, man pages (gzipped), README and copyright installed" installed_files
+check "deb: binary, units, conffile, man pages (gzipped), README, copyright and dashboard installed" installed_files
 check "deb: /usr/bin/lightningstream version" sh -c "[ \"\$(/usr/bin/lightningstream version)\" = '$VERSION' ]"
 check "deb: the unit is neither enabled nor started" sh -c "! ls /etc/systemd/system/*.wants/lightningstream* 2>/dev/null"
 
@@ -338,7 +340,7 @@ check "dpkg -r lightningstream" dpkg -r lightningstream
 removed() {
     for f in /usr/bin/lightningstream /usr/lib/systemd/system/lightningstream.service \
         /usr/lib/systemd/system/lightningstream@.service /usr/share/man/man1/lightningstream.1.gz \
-        /usr/share/man/man5/lightningstream.yaml.5.gz; do
+        /usr/share/man/man5/lightningstream.yaml.5.gz /usr/share/lightningstream/grafana/lightningstream.json; do
         [ ! -e "$f" ] || { echo "still there: $f"; return 1; }
     done
     [ -f /etc/lightningstream/lightningstream.yaml ] || { echo "the conffile is gone"; return 1; }

@@ -10,23 +10,25 @@ if ! python3 -c 'import lmdb' 2>/dev/null; then
 fi
 
 # Prometheus's promtool (from Debian's prometheus package, unpacked, not installed: nothing
-# to start) checks the /metrics output in the tests and the shipped alert rules.
-PROMTOOL=/var/cache/lightningstream-tests/bin/promtool
-if ! "$PROMTOOL" --version >/dev/null 2>&1; then
-    echo "== fetching promtool (Debian package prometheus)"
-    tmp=$(mktemp -d)
-    (cd "$tmp" && { apt-get download prometheus >/dev/null 2>&1 || { apt-get update -qq && apt-get download prometheus; }; } \
-        && dpkg-deb -x prometheus_*.deb x)
-    mkdir -p "$(dirname "$PROMTOOL")"
-    cp "$tmp/x/usr/bin/promtool" "$PROMTOOL"
-    rm -rf "$tmp"
-fi
+# to start) checks the /metrics output in the tests, the shipped alert rules and the dashboard.
+PROMTOOL=$(tests/fetch-promtool.sh)
 export LS_PROMTOOL="$PROMTOOL" LS_REQUIRE_PROMTOOL=1
+
+# Azurite (the Azure Storage emulator, from npm) for the azure backend's tests: node and npm
+# from Debian when missing; the tests install Azurite itself into the test cache
+# (tests/azurite-install.sh). In CI they must run, not skip.
+if ! command -v npm >/dev/null; then
+    echo "== installing nodejs and npm (Debian) for Azurite"
+    apt-get install -y -qq nodejs npm >/dev/null || { apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null; }
+fi
+export LS_REQUIRE_AZURITE=1
 
 echo "== cargo fmt --check"
 cargo fmt --check
 echo "== cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "== module graph (no cycles between the crate's modules)"
+python3 tests/module-graph.py
 
 # With the shared reference material beside the project, the vector tests must run, not skip.
 if [ -d ../shared/vectors ]; then
@@ -67,6 +69,11 @@ if [ "$status" = 0 ]; then
     echo "== chaos convergence"
     tests/chaos.sh 2>&1 | tee -a "$log" || status=$?
 fi
+# The same on the azure backend, on Azurite, for one minute.
+if [ "$status" = 0 ]; then
+    echo "== chaos convergence on Azurite (azure backend)"
+    tests/chaos-azurite.sh 60 2>&1 | tee -a "$log" || status=$?
+fi
 # The same on a 3-node Garage cluster: opt-in (LS_GARAGE=1), since building Garage on a fresh
 # machine takes about 21 minutes; cached afterwards.
 if [ "$status" = 0 ] && [ "${LS_GARAGE:-0}" = 1 ]; then
@@ -83,9 +90,24 @@ if [ "$status" = 0 ]; then
     echo "== packaging"
     tests/packaging.sh 2>&1 | tee -a "$log" || status=$?
 fi
+# The image built with buildah and run with podman (reuses the static binary just built).
+if [ "$status" = 0 ]; then
+    echo "== container image"
+    tests/container.sh 2>&1 | tee -a "$log" || status=$?
+fi
+# The status page in headless Chromium and the Grafana dashboard against real /metrics.
+if [ "$status" = 0 ]; then
+    echo "== status page in a browser, dashboard"
+    tests/browser.sh 2>&1 | tee -a "$log" || status=$?
+fi
+# The Kubernetes example manifests against the API schemas.
+if [ "$status" = 0 ]; then
+    echo "== kubernetes manifests"
+    tests/kubernetes.sh 2>&1 | tee -a "$log" || status=$?
+fi
 
 # One summary over everything (the last test binary alone may have run no test at all).
-count() { grep -E '^(test result|pdns4[79]-e2e|alerts|chaos|fuzz|packaging):' "$log" | grep -oE "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
+count() { grep -E '^(test result|pdns4[79]-e2e|alerts|chaos|fuzz|packaging|container|browser|kubernetes):' "$log" | grep -oE "[0-9]+ $1" | awk '{s += $1} END {print s + 0}'; }
 failed=$(count failed)
 [ "$status" = 0 ] || [ "$failed" != 0 ] || failed=1
 echo "tests: $(count passed) passed, $failed failed, $(count ignored) skipped"

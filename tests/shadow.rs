@@ -20,10 +20,7 @@ struct Node {
 
 impl Node {
     fn new(dir: &Path, name: &str, bucket: &Path) -> Node {
-        let home = dir.join(name);
-        std::fs::create_dir_all(&home).unwrap();
-        let db = home.join("db.lmdb");
-        let config = home.join("ls.yaml");
+        let (db, config) = common::home(dir, name);
         std::fs::write(
             &config,
             format!(
@@ -36,6 +33,16 @@ impl Node {
         )
         .unwrap();
         Node { db, config }
+    }
+
+    /// `sync --only-once`, whatever its outcome.
+    fn sync_once_output(&self) -> std::process::Output {
+        Command::new(common::bin())
+            .arg("-c")
+            .arg(&self.config)
+            .args(["sync", "--only-once"])
+            .output()
+            .unwrap()
     }
 
     fn env(&self) -> std::sync::Arc<Env> {
@@ -237,12 +244,7 @@ fn refusals_name_the_dbi() {
         .replace("dupsort_hack: true", "dupsort_hack: false");
     std::fs::write(&n.config, cfg).unwrap();
     n.write("dups", MDB_DUPSORT, &[("k", Some("1")), ("k", Some("2"))]);
-    let out = Command::new(common::bin())
-        .arg("-c")
-        .arg(&n.config)
-        .args(["sync", "--only-once"])
-        .output()
-        .unwrap();
+    let out = n.sync_once_output();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
@@ -286,12 +288,7 @@ fn old_format_snapshots_need_override_flags_to_create_dbis() {
     .unwrap();
 
     let n = Node::new(dir.path(), "n", &bucket);
-    let out = Command::new(common::bin())
-        .arg("-c")
-        .arg(&n.config)
-        .args(["sync", "--only-once"])
-        .output()
-        .unwrap();
+    let out = n.sync_once_output();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(
         log.contains("cannot safely create it from a formatVersion=2 snapshot"),

@@ -107,7 +107,9 @@ fn metrics_healthz_and_status_page_through_an_s3_outage() {
     let (code, page) = get(port, "/").unwrap();
     assert_eq!(code, 200);
     for s in [
-        "Lightning Stream Status",
+        "Lightning Stream: instance <span id=\"instance\">a</span>",
+        "<div id=\"verdict\"",
+        "data-instance=\"b\"",
         "DBIs in main",
         "records",
         "<td>b</td>",

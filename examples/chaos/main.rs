@@ -14,12 +14,18 @@
 //! then SIGKILL one Garage node and start it again on its data, while the other two keep the
 //! quorum.
 //!
+//! With `--azurite MAIN_JS` the daemons use the `azure` backend on Azurite (the Azure Storage
+//! emulator, Shared Key auth) instead, through the same proxies and faults; its "S3 stopped"
+//! outages stop Azurite (SIGTERM) and start it again on its directory.
+//!
 //! With `--deltas` the daemons store deltas between full snapshots (a full one every 5
 //! deltas or 10 s), so that chains, gaps and bridged full snapshots go through the same faults.
 //!
-//! usage: chaos --bin PATH (--s3-server PATH | --garage PATH) [--deltas] [--duration SECS]
+//! usage: chaos --bin PATH (--s3-server PATH | --garage PATH | --azurite PATH) [--deltas]
+//!              [--duration SECS]
 //!              [--dir DIR] [--seed N] [--keep]
 
+mod azurite;
 mod check;
 mod garage;
 mod proxy;
@@ -52,6 +58,7 @@ struct Args {
     bin: PathBuf,
     s3_server: PathBuf,
     garage: Option<PathBuf>,
+    azurite: Option<PathBuf>,
     deltas: bool,
     duration: u64,
     dir: Option<PathBuf>,
@@ -61,7 +68,7 @@ struct Args {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: chaos --bin PATH (--s3-server PATH | --garage PATH) [--deltas] [--duration SECS] [--dir DIR] [--seed N] [--keep]"
+        "usage: chaos --bin PATH (--s3-server PATH | --garage PATH | --azurite PATH) [--deltas] [--duration SECS] [--dir DIR] [--seed N] [--keep]"
     );
     std::process::exit(2)
 }
@@ -71,6 +78,7 @@ fn args() -> Args {
         bin: PathBuf::new(),
         s3_server: PathBuf::new(),
         garage: None,
+        azurite: None,
         deltas: false,
         duration: 180,
         dir: None,
@@ -87,6 +95,7 @@ fn args() -> Args {
             "--bin" => a.bin = val().into(),
             "--s3-server" => a.s3_server = val().into(),
             "--garage" => a.garage = Some(val().into()),
+            "--azurite" => a.azurite = Some(val().into()),
             "--deltas" => a.deltas = true,
             "--duration" => a.duration = val().parse().unwrap_or_else(|_| usage()),
             "--dir" => a.dir = Some(val().into()),
@@ -95,7 +104,12 @@ fn args() -> Args {
             _ => usage(),
         }
     }
-    if a.bin.as_os_str().is_empty() || (a.s3_server.as_os_str().is_empty() == a.garage.is_none()) {
+    let stores = [
+        !a.s3_server.as_os_str().is_empty(),
+        a.garage.is_some(),
+        a.azurite.is_some(),
+    ];
+    if a.bin.as_os_str().is_empty() || stores.iter().filter(|x| **x).count() != 1 {
         usage();
     }
     a
@@ -142,10 +156,15 @@ enum Store {
     },
     /// A Garage cluster: one node is stopped and started again; the others keep the quorum.
     Garage(garage::Garage),
+    /// Azurite: the one emulator is stopped and started again on its directory.
+    Azurite(azurite::Azurite),
 }
 
 impl Store {
     fn start(a: &Args, dir: &Path) -> Store {
+        if let Some(main_js) = &a.azurite {
+            return Store::Azurite(azurite::Azurite::start(main_js, dir));
+        }
         match &a.garage {
             Some(bin) => Store::Garage(garage::Garage::start(bin, dir, "chaos")),
             None => {
@@ -165,14 +184,33 @@ impl Store {
         match self {
             Store::TestServer { proc, .. } => vec![proc.as_ref().unwrap().addr],
             Store::Garage(g) => g.nodes.iter().map(|n| n.s3).collect(),
+            Store::Azurite(z) => vec![z.addr],
         }
     }
 
-    fn keys(&self) -> (&'static str, &'static str) {
-        match self {
+    /// The daemons' `storage:` section, reaching the store through `proxy`.
+    fn storage_yaml(&self, proxy: SocketAddr) -> String {
+        let (access_key, secret_key) = match self {
+            Store::Azurite(_) => {
+                return format!(
+                    "storage:\n  type: azure\n  options:\n    endpoint_url: http://{proxy}/{}\n    \
+                     container: chaos\n    create_container: true\n    account_name: {}\n    \
+                     use_shared_key: true\n    account_key: '{}'\n    client_timeout: {CLIENT_TIMEOUT}\n    \
+                     dial_timeout: 2s\n",
+                    azurite::ACCOUNT,
+                    azurite::ACCOUNT,
+                    azurite::KEY
+                );
+            }
             Store::TestServer { .. } => (ACCESS_KEY, SECRET_KEY),
             Store::Garage(_) => (garage::ACCESS_KEY, garage::SECRET_KEY),
-        }
+        };
+        format!(
+            "storage:\n  type: s3\n  options:\n    endpoint_url: http://{proxy}\n    \
+             bucket: chaos\n    create_bucket: true\n    access_key: {access_key}\n    \
+             secret_key: '{secret_key}'\n    client_timeout: {CLIENT_TIMEOUT}\n    \
+             dial_timeout: 2s\n"
+        )
     }
 
     /// Takes (part of) the storage down; says what went down.
@@ -189,6 +227,10 @@ impl Store {
                 let i = rng::below(g.nodes.len() as u64) as usize;
                 g.stop_node(i);
                 format!("garage node {} stopped", i + 1)
+            }
+            Store::Azurite(z) => {
+                z.stop();
+                "Azurite stopped".into()
             }
         }
     }
@@ -215,6 +257,11 @@ impl Store {
                     }
                 }
             }
+            Store::Azurite(z) => {
+                if !z.running() {
+                    z.spawn();
+                }
+            }
         }
     }
 
@@ -231,6 +278,7 @@ impl Store {
                     g.stop_node(i);
                 }
             }
+            Store::Azurite(z) => z.stop(),
         }
     }
 }
@@ -369,7 +417,6 @@ fn main() {
             .collect(),
     );
     px.set_stall_ms(STALL_MAX_MS);
-    let (access_key, secret_key) = store.keys();
 
     let mut nodes: Vec<Node> = (0..INSTANCES)
         .map(|i| {
@@ -384,15 +431,12 @@ fn main() {
                     "instance: {name}\n\
                      lmdbs:\n  main:\n    path: {db}\n    schema_tracks_changes: true\n    \
                      options: {{no_subdir: true, create: true, map_size: 256MB}}\n\
-                     storage:\n  type: s3\n  options:\n    endpoint_url: http://{proxy}\n    \
-                     bucket: chaos\n    create_bucket: true\n    access_key: {access_key}\n    \
-                     secret_key: '{secret_key}'\n    client_timeout: {CLIENT_TIMEOUT}\n    \
-                     dial_timeout: 2s\n\
+                     {storage}\
                      lmdb_poll_interval: {POLL}\nstorage_poll_interval: {POLL}\n\
                      storage_retry_interval: 1s\n\
                      log: {{level: info, format: logfmt}}\n{deltas}",
                     db = db.display(),
-                    proxy = px.0[i % px.0.len()].addr,
+                    storage = store.storage_yaml(px.0[i % px.0.len()].addr),
                     deltas = if a.deltas {
                         "deltas: {enabled: true, max_deltas: 5, full_snapshot_interval: 10s}\n"
                     } else {
@@ -569,16 +613,7 @@ fn main() {
             outage_log.push((kind, t - start));
             outage_end = None;
         }
-        restarts.retain(|(at, i)| {
-            if *at <= t {
-                if nodes[*i].child.is_none() {
-                    nodes[*i].start(&a.bin, t);
-                }
-                false
-            } else {
-                true
-            }
-        });
+        restart_due(&mut nodes, &mut restarts, &a.bin, t);
         reap(&mut nodes, &mut restarts, &mut self_exits, t);
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -615,16 +650,7 @@ fn main() {
     while t_quiet.elapsed() < CONVERGE_TIMEOUT {
         let t = secs();
         reap(&mut nodes, &mut restarts, &mut self_exits, t);
-        restarts.retain(|(at, i)| {
-            if *at <= t {
-                if nodes[*i].child.is_none() {
-                    nodes[*i].start(&a.bin, t);
-                }
-                false
-            } else {
-                true
-            }
-        });
+        restart_due(&mut nodes, &mut restarts, &a.bin, t);
         last = dumps(&nodes);
         if last.iter().all(|d| *d == last[0]) {
             converged = Some(t_quiet.elapsed());
@@ -704,6 +730,8 @@ fn main() {
         outage_log.len() - refusing,
         if a.garage.is_some() {
             "with one Garage node stopped"
+        } else if a.azurite.is_some() {
+            "with Azurite stopped"
         } else {
             "with the S3 server stopped"
         },
@@ -876,4 +904,18 @@ fn main() {
     }
     println!("chaos: {} passed, {} failed", c.passed, c.failed);
     std::process::exit(if c.failed > 0 { 1 } else { 0 });
+}
+
+/// Starts the daemons whose restart time has come (unless already running again).
+fn restart_due(nodes: &mut [Node], restarts: &mut Vec<(f64, usize)>, bin: &Path, t: f64) {
+    restarts.retain(|(at, i)| {
+        if *at <= t {
+            if nodes[*i].child.is_none() {
+                nodes[*i].start(bin, t);
+            }
+            false
+        } else {
+            true
+        }
+    });
 }

@@ -9,7 +9,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use lightningstream::core::header::{self, FLAG_DELETED, HEADER_SIZE, HeaderError};
-use lightningstream::import::{Decision, MergeParams, merge_entry};
+use lightningstream::core::lww::{Decision, MergeParams, merge_entry};
 use lightningstream::snapshot::KvRef;
 
 fuzz_target!(|data: &[u8]| {

@@ -17,9 +17,10 @@ use std::sync::{Arc, OnceLock};
 use lightningstream::core::header;
 use lightningstream::lmdb::{Env, EnvOptions, MDB_DUPSORT, MDB_INTEGERKEY, RwTxn};
 use lightningstream::import::diff::scan_and_diff;
-use lightningstream::import::{LoadError, LoadOptions, SYNC_PREFIX, load_snapshot};
+use lightningstream::core::lww::SYNC_PREFIX;
+use lightningstream::import::{LoadError, LoadOptions, load_snapshot};
 use lightningstream::import::shadow::{main_to_shadow, shadow_to_main};
-use lightningstream::snapshot::decode::{EntryReader, ScanningReader, SnapshotIndex, scan};
+use lightningstream::snapshot::decode::{EntryReader, SnapshotIndex, scan};
 
 /// Timestamp given to local changes by main→shadow, and the tombstone cutoff: inside the range
 /// of the vectors' timestamps, so both sides of every comparison get exercised.
@@ -222,7 +223,7 @@ pub fn check_snapshot(compressed: &[u8]) -> Option<SnapshotIndex> {
     // The downloader's pass (inflating on a thread, comparing with the native LMDB) must judge
     // the bytes exactly as the plain pass does.
     let compared = std::thread::scope(|scope| {
-        let reader = ScanningReader::threaded(scope, compressed, u64::MAX);
+        let reader = lightningstream::pipeline::scanning_reader(scope, compressed, u64::MAX);
         scan_and_diff(reader, &s.native, 1 << 20)
     });
     match (&scanned, &compared) {

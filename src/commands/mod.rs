@@ -20,7 +20,9 @@ use crate::cli::{Cli, Command};
 use crate::config::{self, Config, GoDuration, LmdbConfig};
 use crate::lmdb::{Env, EnvOptions};
 use crate::logging;
-use crate::storage::{Storage, fs::FsStorage, memory::MemoryStorage, s3::S3Storage};
+use crate::storage::{
+    Storage, azure::AzureStorage, fs::FsStorage, memory::MemoryStorage, s3::S3Storage,
+};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -50,9 +52,18 @@ pub fn run(cli: Cli) -> ExitCode {
         }
     };
     let result = match command {
-        Command::Sync(c) => sync::run_sync(&cfg, c),
+        Command::Sync(c) => {
+            // A one-shot pass (the initial load of a new server, by hand) may show bars.
+            if c.only_once || cfg.only_once {
+                crate::progress::allow_bars();
+            }
+            sync::run_sync(&cfg, c)
+        }
         Command::Receive(c) => sync::run_receive(&cfg, c),
-        Command::Snapshots(c) => snapshots::run(&cfg, &c.command),
+        Command::Snapshots(c) => {
+            crate::progress::allow_bars();
+            snapshots::run(&cfg, &c.command)
+        }
         Command::Dump(c) => dump::run(&cfg, c),
         Command::Stats(_) => stats::run(&cfg),
         Command::DropShadow(_) => drop_shadow::run(&cfg),
@@ -174,6 +185,7 @@ pub fn open_storage(cfg: &Config) -> anyhow::Result<Arc<dyn Storage>> {
         }
         "memory" => Arc::new(MemoryStorage::new()),
         "s3" => Arc::new(S3Storage::new(cfg.s3_options()?).context("s3 storage")?),
+        "azure" => Arc::new(AzureStorage::new(cfg.azure_options()?).context("azure storage")?),
         "" => bail!("no storage.type configured"),
         other => bail!("storage.type {other:?} not found or registered"),
     };
@@ -182,9 +194,9 @@ pub fn open_storage(cfg: &Config) -> anyhow::Result<Arc<dyn Storage>> {
 }
 
 /// The retained prefix of the configured storage, as a storage of its own (see
-/// [`crate::restore::RETAINED_PREFIX`]): a subdirectory of an `fs` root; for S3 the same bucket
-/// with the prefix added to `global_prefix`, never touching the update marker of the normal
-/// objects (archiving must not make the fleet list again).
+/// [`crate::restore::RETAINED_PREFIX`]): a subdirectory of an `fs` root; for S3 and Azure the
+/// same bucket or container with the prefix added to `global_prefix`, never touching the update
+/// marker of the normal objects (archiving must not make the fleet list again).
 pub fn open_retained_storage(cfg: &Config) -> anyhow::Result<Arc<dyn Storage>> {
     use crate::restore::RETAINED_PREFIX;
     Ok(match cfg.storage.kind.as_str() {
@@ -203,7 +215,14 @@ pub fn open_retained_storage(cfg: &Config) -> anyhow::Result<Arc<dyn Storage>> {
             o.create_bucket = false;
             Arc::new(S3Storage::new(o).context("s3 storage for retained objects")?)
         }
-        other => bail!("retention needs fs or s3 storage, not {other:?}"),
+        "azure" => {
+            let mut o = cfg.azure_options()?;
+            o.global_prefix = format!("{}{RETAINED_PREFIX}/", o.global_prefix);
+            o.use_update_marker = false;
+            o.create_container = false;
+            Arc::new(AzureStorage::new(o).context("azure storage for retained objects")?)
+        }
+        other => bail!("retention needs fs, s3 or azure storage, not {other:?}"),
     })
 }
 

@@ -101,11 +101,19 @@ fn list_retained(cfg: &Config, c: &ListCmd) -> anyhow::Result<()> {
 
 fn get(storage: &dyn Storage, c: &GetCmd) -> anyhow::Result<()> {
     let output = c.output.clone().unwrap_or_else(|| c.name.clone());
-    let mut body = storage
+    // The size, for the percentage: the listing has it (one request; no size, no percentage).
+    let size = storage
+        .list(&c.name)
+        .ok()
+        .and_then(|l| l.into_iter().find(|o| o.name == c.name).map(|o| o.size));
+    let body = storage
         .get(&c.name)
         .with_context(|| format!("getting {:?}", c.name))?;
     let mut file = File::create(&output).with_context(|| format!("creating {output:?}"))?;
-    io::copy(&mut body, &mut file).with_context(|| format!("writing {output:?}"))?;
+    let progress = crate::progress::Progress::new(&c.name, size);
+    io::copy(&mut progress.reader(body), &mut file)
+        .with_context(|| format!("writing {output:?}"))?;
+    progress.finish();
     file.sync_all()
         .with_context(|| format!("writing {output:?}"))?;
     Ok(())

@@ -5,13 +5,9 @@ use std::io::{self, BufWriter, Write};
 
 use crate::config::Config;
 use crate::core::display::human_size;
-use crate::lmdb::{DbStat, Txn};
+use crate::lmdb::Txn;
 
 /// Bytes of pages a DBI uses.
-fn used_bytes(s: &DbStat) -> u64 {
-    u64::from(s.page_size) * (s.branch_pages + s.leaf_pages + s.overflow_pages)
-}
-
 pub fn run(cfg: &Config) -> anyhow::Result<()> {
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
@@ -39,7 +35,7 @@ fn stats_db(name: &str, l: &crate::config::LmdbConfig, out: &mut dyn Write) -> a
             continue;
         };
         let s = txn.dbi_stat(dbi)?;
-        let used = used_bytes(&s);
+        let used = s.used_bytes();
         total += used;
         writeln!(
             out,

@@ -250,18 +250,21 @@ fn wait_for_marker(
     name: &str,
     stop: &AtomicBool,
 ) {
+    log::info!("waiting for marker file '{name}' before syncing");
     while !stop.load(Ordering::Relaxed) {
         match storage.get(name) {
             Ok(_) => {
                 log::info!("marker file '{name}' found, proceeding");
                 return;
             }
-            Err(e) if e.is_not_found() => {}
+            Err(e) if e.is_not_found() => {
+                log::debug!("marker file '{name}' not found yet");
+            }
             Err(e) => {
                 log::error!(error = e.to_string(); "unable to check storage for marker file");
             }
         }
-        crate::syncer::receiver::sleep_unless_stopped(stop, cfg.storage_poll_interval.as_std());
+        crate::retry::sleep_unless_stopped(stop, cfg.storage_poll_interval.as_std());
     }
 }
 

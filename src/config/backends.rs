@@ -110,7 +110,7 @@ fn aws_endpoint() -> String {
 }
 
 impl Config {
-    fn storage_options<T: serde::de::DeserializeOwned>(
+    pub(super) fn storage_options<T: serde::de::DeserializeOwned>(
         &self,
         what: &str,
     ) -> Result<T, ConfigError> {
@@ -131,7 +131,7 @@ impl Config {
             })
     }
 
-    fn storage_error(&self, key: &str, message: &str) -> ConfigError {
+    pub(super) fn storage_error(&self, key: &str, message: &str) -> ConfigError {
         Source {
             file: &self.source.file,
             text: &self.source.text,

@@ -4,6 +4,7 @@
 //! is raised before anything opens an LMDB. Backend options (`storage.options`) are kept raw and
 //! parsed by the backend that needs them, as upstream does.
 
+mod azure;
 mod backends;
 mod expand;
 mod load;
@@ -14,6 +15,7 @@ use std::collections::BTreeMap;
 use crate::core::flags::dbi_flags_string;
 use serde::{Deserialize, Deserializer, Serialize};
 
+pub use azure::AzureOptions;
 pub use backends::{FsOptions, S3Options, TlsOptions};
 pub use expand::expand_env;
 pub use load::{load, parse_str, parse_with_env};
@@ -317,7 +319,13 @@ pub struct StorageConfig {
 }
 
 /// Option keys whose values never appear in logs.
-const SECRET_KEYS: [&str; 3] = ["secret_key", "secret", "password"];
+const SECRET_KEYS: [&str; 5] = [
+    "secret_key",
+    "secret",
+    "password",
+    "account_key",
+    "sas_token",
+];
 
 fn ser_redacted<S: serde::Serializer>(m: &serde_norway::Mapping, s: S) -> Result<S::Ok, S::Error> {
     let mut out = m.clone();

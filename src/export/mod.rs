@@ -7,6 +7,8 @@
 //! parsing, keeping references into the LMDB's pages (valid for the transaction) of the few
 //! entries that match.
 
+pub mod dump;
+
 use std::io::Write;
 use std::time::{Duration, Instant};
 

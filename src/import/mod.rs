@@ -174,10 +174,7 @@ pub fn load_snapshot(
         };
         stats.entries += 1;
         let name = || lossy(&index.dbis[i].info.name);
-        let lmdb_err = |source| LoadError::Lmdb {
-            dbi: name(),
-            source,
-        };
+        let lmdb_err = in_dbi(index, i);
         let old = txn.get(dbi, kv.key).map_err(lmdb_err)?;
         match plan_entry(old, &kv, &params, &mut buf, &name)? {
             Action::Nothing => {}
@@ -192,6 +189,14 @@ pub fn load_snapshot(
         }
     }
     Ok(stats)
+}
+
+/// Turns an LMDB error into a load error naming snapshot DBI message `i`.
+fn in_dbi(index: &SnapshotIndex, i: usize) -> impl Fn(LmdbError) -> LoadError + Copy + '_ {
+    move |source| LoadError::Lmdb {
+        dbi: lossy(&index.dbis[i].info.name),
+        source,
+    }
 }
 
 /// The LMDB DBI that entries of snapshot DBI message `i` go to; `None` for skipped DBIs.

@@ -107,12 +107,22 @@ enum ReadEnd {
     Differs(usize, crate::snapshot::OwnedKv),
 }
 
+/// Whether a cursor walk may step forward to find a key instead of searching: only where
+/// LMDB orders keys as byte slices compare and each key has one value. INTEGERKEY and
+/// REVERSEKEY order keys otherwise; in a DUPSORT DBI a step may land on another duplicate of
+/// the same key. (DUPSORT DBIs only reach a native merge from format 1-2 snapshots: from
+/// format 3 on, they need the dupsort_hack transform, which native mode refuses.)
+fn steps_bytewise(flags: u32) -> bool {
+    use crate::lmdb::{MDB_DUPSORT, MDB_INTEGERKEY, MDB_REVERSEKEY};
+    flags & (MDB_INTEGERKEY | MDB_REVERSEKEY | MDB_DUPSORT) == 0
+}
+
 /// A read cursor walking one DBI alongside the snapshot's keys.
 pub(super) struct Walk<'t> {
     cursor: crate::lmdb::Cursor<'t>,
     /// Where the cursor is: `Some(None)` past the last key, `None` not positioned yet.
     pos: Option<Option<(&'t [u8], &'t [u8])>>,
-    /// Keys in plain byte order (no INTEGERKEY/REVERSEKEY), as slices compare.
+    /// See [`steps_bytewise`].
     bytewise: bool,
 }
 
@@ -122,7 +132,7 @@ impl<'t> Walk<'t> {
         Ok(Walk {
             cursor: ro.cursor(dbi)?,
             pos: None,
-            bytewise: flags & (crate::lmdb::MDB_INTEGERKEY | crate::lmdb::MDB_REVERSEKEY) == 0,
+            bytewise: steps_bytewise(flags),
         })
     }
 
@@ -177,10 +187,7 @@ fn compare_run(
         };
         stats.entries += 1;
         let name = || lossy(&index.dbis[i].info.name);
-        let lmdb_err = |source| LoadError::Lmdb {
-            dbi: name(),
-            source,
-        };
+        let lmdb_err = in_dbi(index, i);
         if walks[i].is_none() {
             walks[i] = Some(Walk::open(ro, dbi).map_err(lmdb_err)?);
         }
@@ -215,11 +222,7 @@ impl<'t> WriteWalk<'t> {
         Ok(WriteWalk {
             cursor: txn.write_cursor(dbi)?,
             at_end: None,
-            bytewise: flags
-                & (crate::lmdb::MDB_INTEGERKEY
-                    | crate::lmdb::MDB_REVERSEKEY
-                    | crate::lmdb::MDB_DUPSORT)
-                == 0,
+            bytewise: steps_bytewise(flags),
             dupsort: flags & crate::lmdb::MDB_DUPSORT != 0,
         })
     }

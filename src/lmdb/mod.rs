@@ -158,6 +158,13 @@ pub struct DbStat {
     pub entries: u64,
 }
 
+impl DbStat {
+    /// Bytes of the pages in use (branch, leaf and overflow), as `stats` and the metrics report.
+    pub fn used_bytes(&self) -> u64 {
+        u64::from(self.page_size) * (self.branch_pages + self.leaf_pages + self.overflow_pages)
+    }
+}
+
 impl From<ffi::MDB_stat> for DbStat {
     fn from(s: ffi::MDB_stat) -> Self {
         DbStat {
@@ -526,20 +533,28 @@ impl Drop for Env {
 
 /// Runs an LMDB call, retrying it a few times: while an application initialises a fresh LMDB
 /// next to us (PowerDNS creates and upgrades its files on first use) the first attempts to start
-/// a transaction can fail, and that must not end the daemon.
-pub fn retry_lmdb<T>(what: &str, mut f: impl FnMut() -> Result<T>) -> Result<T> {
-    let mut attempt = 1;
-    loop {
-        match f() {
-            Ok(v) => return Ok(v),
-            Err(e) if attempt < 5 && !e.is_map_full() => {
-                log::warn!(error = e.to_string(), attempt = attempt; "{what} failed, retrying");
-                std::thread::sleep(std::time::Duration::from_millis(200 * attempt));
-                attempt += 1;
+/// a transaction can fail, and that must not end the daemon. A full map is no such passing state.
+pub fn retry_lmdb<T>(what: &str, f: impl FnMut() -> Result<T>) -> Result<T> {
+    use crate::retry::{Attempts, Policy, Verdict};
+    const POLICY: Policy = Policy::linear(
+        Attempts::Max(5),
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(1),
+    );
+    crate::retry::run(
+        &POLICY,
+        f,
+        |e: &LmdbError| {
+            if e.is_map_full() {
+                Verdict::Fail
+            } else {
+                Verdict::Retry
             }
-            Err(e) => return Err(e),
-        }
-    }
+        },
+        |r| log::warn!(error = r.error.to_string(), attempt = r.attempt; "{what} failed, retrying"),
+        crate::retry::sleep,
+    )
+    .map_err(crate::retry::Failed::into_error)
 }
 
 mod cursor;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::config::RetentionConfig;
 use crate::core::name::SnapshotName;
-use crate::storage::{ObjectInfo, Storage, StorageError, get_as_file, put_file};
+use crate::storage::{ErrorKind, ObjectInfo, Storage, StorageError, get_as_file, put_file};
 
 /// The retained prefix as a storage of its own, and the policy applied to it.
 #[derive(Clone)]
@@ -158,19 +158,21 @@ impl Storage for WithBucket {
         _: &mut dyn crate::storage::ReadSeek,
         _: u64,
     ) -> Result<(), StorageError> {
-        Err(StorageError::Backend {
-            op: "put",
-            name: name.to_string(),
-            message: "restores never write to storage".into(),
-        })
+        Err(StorageError::new(
+            ErrorKind::Client,
+            "put",
+            name,
+            "restores never write to storage",
+        ))
     }
 
     fn delete(&self, name: &str) -> Result<(), StorageError> {
-        Err(StorageError::Backend {
-            op: "delete",
-            name: name.to_string(),
-            message: "restores never write to storage".into(),
-        })
+        Err(StorageError::new(
+            ErrorKind::Client,
+            "delete",
+            name,
+            "restores never write to storage",
+        ))
     }
 
     fn kind(&self) -> &'static str {
@@ -201,11 +203,7 @@ mod tests {
             self.0.get(name)
         }
         fn put(&self, name: &str, _: &mut dyn ReadSeek, _: u64) -> Result<()> {
-            Err(StorageError::Backend {
-                op: "put",
-                name: name.into(),
-                message: "read-only".into(),
-            })
+            Err(StorageError::new(ErrorKind::Auth, "put", name, "read-only"))
         }
         fn delete(&self, name: &str) -> Result<()> {
             self.0.delete(name)

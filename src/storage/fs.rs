@@ -52,14 +52,9 @@ impl FsStorage {
         match invalid_reason(name) {
             Some(reason) if op == "get" => {
                 log::debug!(name = name, reason = reason; "fs storage: refusing to read invalid name");
-                Err(StorageError::NotFound {
-                    name: name.to_string(),
-                })
+                Err(StorageError::not_found(name))
             }
-            Some(reason) => Err(StorageError::InvalidName {
-                name: name.to_string(),
-                reason,
-            }),
+            Some(reason) => Err(StorageError::invalid_name(name, reason)),
             None => Ok(self.root.join(name)),
         }
     }
@@ -160,6 +155,7 @@ impl Storage for FsStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::ErrorKind;
 
     #[test]
     fn shared_backend_behaviour() {
@@ -229,14 +225,10 @@ mod tests {
                 s.get(bad).err().unwrap().is_not_found(),
                 "get {bad:?} must look missing"
             );
-            assert!(matches!(
-                s.put(bad, &mut crate::storage::tests::body(b"x"), 1),
-                Err(StorageError::InvalidName { .. })
-            ));
-            assert!(matches!(
-                s.delete(bad),
-                Err(StorageError::InvalidName { .. })
-            ));
+            let put = s.put(bad, &mut crate::storage::tests::body(b"x"), 1);
+            assert_eq!(put.err().map(|e| e.kind()), Some(ErrorKind::InvalidName));
+            let delete = s.delete(bad);
+            assert_eq!(delete.err().map(|e| e.kind()), Some(ErrorKind::InvalidName));
         }
         assert_eq!(fs::read(dir.path().join("secret")).unwrap(), b"x");
         assert!(s.list("").unwrap().is_empty());

@@ -57,18 +57,13 @@ impl Storage for MemoryStorage {
             .objects()
             .get(name)
             .cloned()
-            .ok_or_else(|| StorageError::NotFound {
-                name: name.to_string(),
-            })?;
+            .ok_or_else(|| StorageError::not_found(name))?;
         Ok(Box::new(SharedReader(Cursor::new(data))))
     }
 
     fn put(&self, name: &str, body: &mut dyn ReadSeek, len: u64) -> Result<()> {
         if name.is_empty() {
-            return Err(StorageError::InvalidName {
-                name: String::new(),
-                reason: "empty name",
-            });
+            return Err(StorageError::invalid_name("", "empty name"));
         }
         let mut data = Vec::new();
         copy_exact(body, &mut data, len, name)?;

@@ -1,11 +1,16 @@
 //! Object storage behind one small trait: list by prefix in name order, get as a stream, put from
-//! a stream of known length, delete. Backends live one per file (`fs`, `memory`, and S3 in its own
-//! issue); the syncer and the `snapshots` commands only see [`Storage`]. Streams keep snapshot
-//! transfers out of memory, and the known length is what S3 needs for a plain signed PUT.
+//! a stream of known length, delete. Backends live one per module (`fs`, `memory`, `s3/`, `azure/`) and
+//! share one typed error ([`StorageError`], in `error.rs`); the syncer and the `snapshots`
+//! commands only see [`Storage`]. Streams keep snapshot transfers out of memory, and the known
+//! length is what S3 needs for a plain signed PUT.
 
+pub mod azure;
+mod error;
 pub mod fs;
 pub mod memory;
 pub mod s3;
+
+pub use error::{ErrorKind, StorageError};
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
@@ -15,47 +20,6 @@ use std::io::{self, Read, Seek, SeekFrom};
 pub struct ObjectInfo {
     pub name: String,
     pub size: u64,
-}
-
-/// Errors of every backend, each naming the object (or prefix) concerned.
-#[derive(Debug, thiserror::Error)]
-pub enum StorageError {
-    #[error("object {name:?} does not exist")]
-    NotFound { name: String },
-    #[error("invalid object name {name:?}: {reason}")]
-    InvalidName { name: String, reason: &'static str },
-    #[error("{op} {name:?}: {source}")]
-    Io {
-        op: &'static str,
-        name: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("{op} {name:?}: {message}")]
-    Backend {
-        op: &'static str,
-        name: String,
-        message: String,
-    },
-}
-
-impl StorageError {
-    pub fn is_not_found(&self) -> bool {
-        matches!(self, StorageError::NotFound { .. })
-    }
-
-    pub(crate) fn io(op: &'static str, name: &str, source: io::Error) -> Self {
-        if source.kind() == io::ErrorKind::NotFound && op == "get" {
-            return StorageError::NotFound {
-                name: name.to_string(),
-            };
-        }
-        StorageError::Io {
-            op,
-            name: name.to_string(),
-            source,
-        }
-    }
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
@@ -109,13 +73,12 @@ pub fn get_as_file(storage: &dyn Storage, name: &str) -> Result<(File, u64)> {
             .len();
         return Ok((file, size));
     }
-    let mut body = storage.get(name)?;
+    let body = storage.get(name)?;
     let mut file = tempfile::tempfile().map_err(|e| StorageError::io("get", name, e))?;
-    let size = io::copy(&mut body, &mut file).map_err(|e| StorageError::Io {
-        op: "get",
-        name: name.to_string(),
-        source: e,
-    })?;
+    let progress = crate::progress::Progress::new(&format!("downloading {name}"), None);
+    let size = io::copy(&mut progress.reader(body), &mut file)
+        .map_err(|e| StorageError::stream("get", name, e))?;
+    progress.finish();
     file.seek(SeekFrom::Start(0))
         .map_err(|e| StorageError::io("get", name, e))?;
     Ok((file, size))
@@ -132,20 +95,22 @@ pub(crate) fn copy_exact(
     let copied =
         io::copy(&mut body.take(len), out).map_err(|e| StorageError::io("put", name, e))?;
     if copied != len {
-        return Err(StorageError::Backend {
-            op: "put",
-            name: name.to_string(),
-            message: format!("body ended after {copied} of {len} bytes"),
-        });
+        return Err(StorageError::new(
+            ErrorKind::BodyLength,
+            "put",
+            name,
+            format!("body ended after {copied} of {len} bytes"),
+        ));
     }
     let mut probe = [0u8; 1];
     match body.read(&mut probe) {
         Ok(0) => Ok(()),
-        Ok(_) => Err(StorageError::Backend {
-            op: "put",
-            name: name.to_string(),
-            message: format!("body is longer than the announced {len} bytes"),
-        }),
+        Ok(_) => Err(StorageError::new(
+            ErrorKind::BodyLength,
+            "put",
+            name,
+            format!("body is longer than the announced {len} bytes"),
+        )),
         Err(e) => Err(StorageError::io("put", name, e)),
     }
 }

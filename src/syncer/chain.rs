@@ -63,6 +63,22 @@ impl Chain {
 
 impl Chain {
     /// The state after adopting the full snapshot `name` (see [`Step::Adopt`]).
+    /// The chain in words, for the status page: how far it reaches and whether it is whole.
+    pub fn describe(&self) -> String {
+        let Some(last) = &self.last else {
+            return "nothing merged yet".to_string();
+        };
+        let deltas = self.base.as_ref() != Some(last);
+        match (self.broken, deltas) {
+            (true, _) => format!(
+                "broken: a delta is missing before txn {}; complete again with the next full snapshot",
+                self.end
+            ),
+            (false, true) => format!("full snapshot + deltas, up to txn {}", self.end),
+            (false, false) => format!("full snapshot, up to txn {}", self.end),
+        }
+    }
+
     pub fn adopted(&self, name: &str) -> Chain {
         Chain {
             base: Some(name.to_string()),
@@ -171,6 +187,20 @@ mod tests {
 
     fn walk(names: &[String], txn: impl Fn(&str) -> u64) -> (Vec<String>, Vec<String>, Chain) {
         walk_from(names, Chain::default(), txn)
+    }
+
+    #[test]
+    fn describe_tells_base_deltas_and_breaks() {
+        assert_eq!(Chain::default().describe(), "nothing merged yet");
+        let c = Chain::default().applied(&full(1), 10);
+        assert_eq!(c.describe(), "full snapshot, up to txn 10");
+        let c = c.applied(&delta(2, 10, 12), 0);
+        assert_eq!(c.describe(), "full snapshot + deltas, up to txn 12");
+        let c = c.applied(&delta(3, 14, 15), 0);
+        assert!(
+            c.describe()
+                .starts_with("broken: a delta is missing before txn 15")
+        );
     }
 
     #[test]

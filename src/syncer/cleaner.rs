@@ -22,7 +22,7 @@ use crate::metrics::metrics;
 use crate::restore::archive::Archive;
 use crate::storage::Storage;
 
-use super::receiver::sleep_unless_stopped;
+use crate::retry::sleep_unless_stopped;
 
 /// Why a snapshot is deleted (the `reason` label of `lightningstream_cleaner_delete_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,7 +6,6 @@
 //! for the syncer (`memory_decompressed_snapshots`); the pool size bounds concurrent downloads
 //! (`memory_downloaded_snapshots`). Both bound temporary files, not memory: snapshots stream.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, Condvar, Mutex};
@@ -18,13 +17,14 @@ use std::time::Instant;
 use crate::core::name::SnapshotName;
 use crate::lmdb::Env;
 use crate::metrics::metrics;
+use crate::retry::sleep_unless_stopped;
 use crate::status::health::DbHealth;
 use crate::storage::Storage;
 
 use crate::import::load::{FetchError, Fetched, fetch};
 
 /// Valid snapshot and delta names of one db, per instance, oldest first.
-pub type Listing = BTreeMap<String, Vec<String>>;
+pub use super::scheduler::Listing;
 
 /// What the background threads tell the syncer thread.
 pub enum Msg {
@@ -121,19 +121,6 @@ impl Drop for Permit {
         *self.0.free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
         self.0.cond.notify_one();
     }
-}
-
-/// Sleeps up to `d`, waking early when asked to stop. Returns false when stopping.
-pub fn sleep_unless_stopped(stop: &AtomicBool, d: Duration) -> bool {
-    let end = std::time::Instant::now() + d;
-    while !stop.load(Ordering::Relaxed) {
-        let left = end.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return true;
-        }
-        std::thread::sleep(left.min(Duration::from_millis(50)));
-    }
-    false
 }
 
 /// Lists `<db>__` objects and groups the valid snapshot and delta names by instance.

@@ -15,7 +15,7 @@ use crate::core::header;
 use crate::lmdb::{Dbi, Env, LmdbError, MDB_DUPSORT, RwTxn, Txn};
 use crate::metrics::metrics;
 
-use super::receiver::sleep_unless_stopped;
+use crate::retry::sleep_unless_stopped;
 
 /// Records between two looks at the clock (upstream `LimitDurationCheckEveryDefault`).
 pub const CHECK_EVERY: u64 = 1000;

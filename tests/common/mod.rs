@@ -33,6 +33,13 @@ pub struct Entry {
 
 pub type Dump = BTreeMap<(Vec<u8>, Vec<u8>), Entry>;
 
+/// A new home directory `dir/name` for one test instance: its LMDB path and config path.
+pub fn home(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let home = dir.join(name);
+    std::fs::create_dir_all(&home).unwrap();
+    (home.join("db.lmdb"), home.join("ls.yaml"))
+}
+
 impl Instance {
     /// An instance whose LMDB lives in `dir/<name>/db.lmdb` and whose bucket is `bucket`.
     pub fn new(dir: &Path, name: &str, bucket: &Path, poll: &str) -> Instance {
@@ -45,10 +52,7 @@ impl Instance {
 
     /// An instance with the given `storage:` section (YAML text).
     pub fn with_storage(dir: &Path, name: &str, storage: &str, poll: &str) -> Instance {
-        let home = dir.join(name);
-        std::fs::create_dir_all(&home).unwrap();
-        let db = home.join("db.lmdb");
-        let config = home.join("ls.yaml");
+        let (db, config) = home(dir, name);
         std::fs::write(
             &config,
             format!(
