@@ -222,6 +222,14 @@ mod tests {
         .unwrap();
     }
 
+    fn retained_names(a: &Archive) -> Vec<String> {
+        a.list("main")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.name)
+            .collect()
+    }
+
     fn policy() -> RetentionConfig {
         RetentionConfig {
             all: GoDuration(HOUR),
@@ -260,12 +268,7 @@ mod tests {
                 .cloned()
                 .collect()
         );
-        let kept: Vec<String> = archive
-            .list("main")
-            .unwrap()
-            .into_iter()
-            .map(|o| o.name)
-            .collect();
+        let kept = retained_names(&archive);
         assert_eq!(kept, vec![base.clone(), recent.clone()]);
         assert_eq!(
             (run.objects, run.bytes),
@@ -292,12 +295,7 @@ mod tests {
             .run_once(&bucket, "main", &listed, T0 + 2 * HOUR + 1)
             .unwrap();
         assert_eq!((run.copied, run.pruned), (1, 2));
-        let kept: Vec<String> = archive
-            .list("main")
-            .unwrap()
-            .into_iter()
-            .map(|o| o.name)
-            .collect();
+        let kept = retained_names(&archive);
         assert_eq!(kept, vec![newer]);
     }
 
