@@ -177,10 +177,12 @@ undo_retained() {
 until_ok "state of $AT retained (restore-zone dry run: nothing to do)" undo_retained
 P 1 delete-zone undo.test >/dev/null
 until_ok "zone deleted on 1, gone on 2" lacks 2 www.undo.test A "192\.0\.2\.80"
-# The cleaners remove every object from before $AT from the bucket: the restore reads only
-# retained copies.
-before_at_cleaned() { ! ls "$W/s3/pdns" | awk -F__ -v t="$AT_NAME" 'NF >= 4 && $3 < t' | grep -q .; }
-until_ok "objects from before $AT cleaned from the bucket" before_at_cleaned
+# The cleaners (Go rules) remove the history from before $AT from the bucket, down to at most
+# each instance's newest snapshot of each db; the restore reads the retained copies.
+before_at_cleaned() {
+    ! ls "$W/s3/pdns" | awk -F__ -v t="$AT_NAME" 'NF >= 4 && $3 < t {print $1 "__" $2}' | sort | uniq -d | grep -q .
+}
+until_ok "history from before $AT cleaned from the bucket" before_at_cleaned
 "$LS" -c "$W/auth2/ls.yaml" pdns restore-zone undo.test --at "$AT" --dry-run > "$W/undo-dry.txt" 2>>"$W/undo.log" \
     || fail "restore-zone --dry-run"
 grep -q "www A" "$W/undo-dry.txt" && grep -q "dry run" "$W/undo-dry.txt" || fail "dry run did not list the records: $(cat "$W/undo-dry.txt")"
