@@ -55,8 +55,76 @@ pub enum Command {
     Dump(DumpCmd),
     Stats(StatsCmd),
     DropShadow(DropShadowCmd),
+    Restore(RestoreCmd),
+    Pdns(PdnsCmd),
     Experimental(ExperimentalCmd),
     Version(VersionCmd),
+}
+
+/// Rebuild a db as it was at a past moment from the retained objects (needs `retention:`):
+/// into a new LMDB (--to PATH), or selected keys back into the live LMDB as new writes
+/// (--dbi DBI [--key-prefix HEX]... --into-live). The global --instance restricts it to that
+/// instance's objects (its own view).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "restore")]
+pub struct RestoreCmd {
+    /// the moment: RFC 3339 (2026-12-04T10:00:00Z) or a duration ago (90m, 2h, 3d)
+    #[argh(option)]
+    pub at: String,
+    /// write a new LMDB at this path (it must not exist)
+    #[argh(option)]
+    pub to: Option<String>,
+    /// the db (name under lmdbs:); needed when several are configured
+    #[argh(option, short = 'd')]
+    pub db: Option<String>,
+    /// with --into-live: the DBI whose keys are restored
+    #[argh(option)]
+    pub dbi: Option<String>,
+    /// with --into-live: only keys starting with these bytes, in hex (repeatable)
+    #[argh(option)]
+    pub key_prefix: Vec<String>,
+    /// write the selected keys' values as of --at into the live LMDB as new writes
+    #[argh(switch)]
+    pub into_live: bool,
+    /// print what would be read (and changed) without writing anything
+    #[argh(switch)]
+    pub dry_run: bool,
+}
+
+/// PowerDNS Authoritative helpers (LMDB backend, Auth 4.8+ native schema).
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "pdns")]
+pub struct PdnsCmd {
+    #[argh(subcommand)]
+    pub command: PdnsCommand,
+}
+
+#[derive(FromArgs, Debug)]
+#[argh(subcommand)]
+pub enum PdnsCommand {
+    RestoreZone(RestoreZoneCmd),
+}
+
+/// Bring one zone back as it was at a past moment (records, metadata, DNSSEC keys), written
+/// into the live LMDBs as new changes so that every server gets it.
+#[derive(FromArgs, Debug)]
+#[argh(subcommand, name = "restore-zone")]
+pub struct RestoreZoneCmd {
+    /// the zone, e.g. example.org
+    #[argh(positional)]
+    pub zone: String,
+    /// the moment: RFC 3339 or a duration ago (90m, 2h, 3d)
+    #[argh(option)]
+    pub at: String,
+    /// list what would change without writing anything
+    #[argh(switch)]
+    pub dry_run: bool,
+    /// the db holding Auth's main file (default: main)
+    #[argh(option, default = "String::from(\"main\")")]
+    pub main_db: String,
+    /// the db holding Auth's shard file with the records (default: shard)
+    #[argh(option, default = "String::from(\"shard\")")]
+    pub shard_db: String,
 }
 
 /// Drop all shadow dbs and other sync metadata. This can potentially cause data loss.
@@ -159,6 +227,9 @@ pub struct ListCmd {
     /// sort snapshots by time (unparseable names first)
     #[argh(switch, short = 't')]
     pub time: bool,
+    /// list the retained objects (retention) instead, with the space they use
+    #[argh(switch, short = 'r')]
+    pub retained: bool,
 }
 
 /// Download an object to a local file.
@@ -266,6 +337,9 @@ const SWITCHES: &[&str] = &[
     "--hide",
     "--add-delete-entries",
     "--ignore-src-dbi-not-present",
+    "--into-live",
+    "--dry-run",
+    "--retained",
 ];
 
 /// Rewrites Go-style arguments (everything after the program name) into the form argh accepts:

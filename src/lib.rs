@@ -24,6 +24,7 @@ pub mod logging;
 pub mod metrics;
 pub mod pipeline;
 pub mod progress;
+pub mod restore;
 pub mod retry;
 pub mod snapshot;
 pub mod status;

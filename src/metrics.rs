@@ -77,6 +77,11 @@ pub struct Metrics {
     pub merge_write_lock: HistogramVec,
     // Ours: encrypted objects fetched, by outcome.
     pub encrypted_objects: IntCounterVec,
+    // Ours: retention (objects and bytes kept under the retained prefix, copies and prunes).
+    pub retention_objects: IntGaugeVec,
+    pub retention_bytes: IntGaugeVec,
+    pub retention_copied: IntCounterVec,
+    pub retention_pruned: IntCounterVec,
 }
 
 /// Buckets of `lightningstream_receiver_snapshots_last_received_age_seconds`.
@@ -365,6 +370,26 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
             "lightningstream_encrypted_objects_total",
             "Encrypted objects fetched, by result: decrypted, corrupt (failed authentication, never merged), no_identity or wrong_identity (skipped)",
             &["lmdb", "result"],
+        ),
+        retention_objects: gauge_vec(
+            "lightningstream_retention_objects",
+            "Number of objects kept under the retained prefix (ours)",
+            lmdb,
+        ),
+        retention_bytes: gauge_vec(
+            "lightningstream_retention_bytes",
+            "Bytes of the objects kept under the retained prefix (ours)",
+            lmdb,
+        ),
+        retention_copied: counter_vec(
+            "lightningstream_retention_copied_total",
+            "Number of objects copied to the retained prefix (ours)",
+            lmdb,
+        ),
+        retention_pruned: counter_vec(
+            "lightningstream_retention_pruned_total",
+            "Number of retained objects removed once no retention window needed them (ours)",
+            lmdb,
         ),
     }
 });

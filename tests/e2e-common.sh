@@ -75,7 +75,9 @@ CONF
 }
 
 declare -A SYNC_PID
-# start_sync N LMDB-MODE-LINES: a daemon for authN's two LMDB files (main and shard).
+# start_sync N LMDB-MODE-LINES: a daemon for authN's two LMDB files (main and shard);
+# $STORAGE_EXTRA (YAML lines indented by two) goes into its storage section, $SYNC_EXTRA (YAML
+# lines) at the end of its config.
 start_sync() {
     local d=$W/auth$1
     cat > "$d/ls.yaml" <<YAML
@@ -97,9 +99,11 @@ storage:
     create_bucket: true
     access_key: AKIAIOSFODNN7EXAMPLE
     secret_key: wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
+${STORAGE_EXTRA:-}
 lmdb_poll_interval: 200ms
 storage_poll_interval: 200ms
 log: {level: info, format: logfmt}
+${SYNC_EXTRA:-}
 YAML
     "$LS" -c "$d/ls.yaml" sync >> "$W/sync$1.log" 2>&1 &
     SYNC_PID[$1]=$!

@@ -71,6 +71,9 @@ for n in 1 2; do
 done
 sleep 0.5
 NATIVE="    schema_tracks_changes: true"
+# Retention for the zone undo at the end: both daemons archive what they see, every second.
+STORAGE_EXTRA="  cleanup: {enabled: true, interval: 1s, must_keep_interval: 5s}"
+SYNC_EXTRA="retention: {all: 24h}"
 start_sync 1 "$NATIVE"
 start_sync 2 "$NATIVE"
 
@@ -147,6 +150,65 @@ fi
 
 P 2 delete-zone example.org >/dev/null
 until_ok "zone deleted on 2, gone on 1" lacks 1 www.example.org A "192\.0\.2\.2"
+
+# Undo a mistake: a signed zone with records and metadata, deleted with pdnsutil on 1, brought
+# back from the retained history by `pdns restore-zone` on 2; both serve it again, signed with
+# the original keys.
+P 1 create-zone undo.test ns1.undo.test >/dev/null
+P 1 add-record undo.test www A 300 192.0.2.80 >/dev/null
+P 1 add-record undo.test @ TXT 300 '"keep me"' >/dev/null
+P 1 secure-zone undo.test >/dev/null 2>&1
+P 1 set-meta undo.test X-UNDO before >/dev/null
+until_ok "signed zone created on 1, signed answers from 2" has 2 www.undo.test A "RRSIG"
+undo_meta_on_2() { P 2 get-meta undo.test X-UNDO | grep -q before; }
+until_ok "zone metadata set on 1, listed by 2" undo_meta_on_2
+dnskeys() { dig +short +time=1 +tries=1 @127.0.0.1 -p "${DNS[$1]}" undo.test DNSKEY | sort; }
+KEYS_BEFORE=$(dnskeys 2)
+[ -n "$KEYS_BEFORE" ] || fail "no DNSKEY for undo.test on 2"
+sleep 0.2
+NS=$(date +%s%N)
+AT=$(date -u -d "@${NS:0:10}" +%Y-%m-%dT%H:%M:%S).${NS:10}Z
+AT_NAME=$(date -u -d "@${NS:0:10}" +%Y%m%d-%H%M%S)-${NS:10}
+# The state at $AT is retained once a cleaner has archived the objects stored before it.
+undo_retained() {
+    "$LS" -c "$W/auth2/ls.yaml" pdns restore-zone undo.test --at "$AT" --dry-run > "$W/undo-wait.txt" 2>"$W/undo-wait.log"
+    grep -q "nothing to do" "$W/undo-wait.txt"
+}
+until_ok "state of $AT retained (restore-zone dry run: nothing to do)" undo_retained
+P 1 delete-zone undo.test >/dev/null
+until_ok "zone deleted on 1, gone on 2" lacks 2 www.undo.test A "192\.0\.2\.80"
+# The cleaners (Go rules) remove the history from before $AT from the bucket, down to at most
+# each instance's newest snapshot of each db; the restore reads the retained copies.
+before_at_cleaned() {
+    ! ls "$W/s3/pdns" | awk -F__ -v t="$AT_NAME" 'NF >= 4 && $3 < t {print $1 "__" $2}' | sort | uniq -d | grep -q .
+}
+until_ok "history from before $AT cleaned from the bucket" before_at_cleaned
+"$LS" -c "$W/auth2/ls.yaml" pdns restore-zone undo.test --at "$AT" --dry-run > "$W/undo-dry.txt" 2>>"$W/undo.log" \
+    || fail "restore-zone --dry-run"
+grep -q "www A" "$W/undo-dry.txt" && grep -q "dry run" "$W/undo-dry.txt" || fail "dry run did not list the records: $(cat "$W/undo-dry.txt")"
+# A zone that never existed, and a time before anything was retained, are refused.
+"$LS" -c "$W/auth2/ls.yaml" pdns restore-zone nothere.test --at "$AT" 2>"$W/undo-err.txt" && fail "restored a zone that never existed"
+grep -q "did not exist" "$W/undo-err.txt" || fail "unclear refusal: $(cat "$W/undo-err.txt")"
+"$LS" -c "$W/auth2/ls.yaml" pdns restore-zone undo.test --at 2h 2>"$W/undo-err.txt" && fail "restored before the retained window"
+grep -q "retain" "$W/undo-err.txt" || fail "unclear refusal: $(cat "$W/undo-err.txt")"
+t0=$(now_ms)
+"$LS" -c "$W/auth2/ls.yaml" pdns restore-zone undo.test --at "$AT" > "$W/undo.txt" 2>>"$W/undo.log" || fail "restore-zone"
+ok "pdns restore-zone on 2 ($(grep -c '^restore' "$W/undo.txt") keys written back)" $(( $(now_ms) - t0 ))
+until_ok "restored zone served by 2, signed" has 2 www.undo.test A "RRSIG"
+until_ok "restored zone reaches 1, signed" has 1 www.undo.test A "RRSIG"
+until_ok "restored TXT record served by 1" has 1 undo.test TXT "keep me"
+undo_meta_on_1() { P 1 get-meta undo.test X-UNDO | grep -q before; }
+until_ok "restored metadata listed by 1" undo_meta_on_1
+same_keys() { [ "$(dnskeys 1)" = "$KEYS_BEFORE" ] && [ "$(dnskeys 2)" = "$KEYS_BEFORE" ]; }
+until_ok "both serve the original DNSKEYs" same_keys
+# The signatures validate against the original key, on both servers.
+KSK=$(echo "$KEYS_BEFORE" | awk '$1 == 257 {print; exit}')
+[ -n "$KSK" ] || fail "no KSK among the original keys"
+printf 'trust-anchors {\n  undo.test. static-key %s %s %s "%s";\n};\n' \
+    $(echo "$KSK" | awk '{print $1, $2, $3}') "$(echo "$KSK" | cut -d' ' -f4- | tr -d ' ')" > "$W/anchor.conf"
+validated() { delv -a "$W/anchor.conf" +root=undo.test @127.0.0.1 -p "${DNS[$1]}" www.undo.test A 2>&1 | grep -q "; fully validated"; }
+until_ok "RRSIGs on 1 validate with the original key" validated 1
+until_ok "RRSIGs on 2 validate with the original key" validated 2
 
 grep -E 'level=(error|fatal)' "$W"/sync*.log && fail "errors in the daemon logs"
 echo "pdns49-e2e: $passed passed, 0 failed"

@@ -5,6 +5,7 @@
 mod drop_shadow;
 mod dump;
 mod migrate;
+mod restore;
 mod snapshots;
 mod stats;
 mod sync;
@@ -66,6 +67,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Dump(c) => dump::run(&cfg, c),
         Command::Stats(_) => stats::run(&cfg),
         Command::DropShadow(_) => drop_shadow::run(&cfg),
+        Command::Restore(c) => restore::run(&cfg, c, cli.instance.as_deref()),
+        Command::Pdns(c) => match &c.command {
+            crate::cli::PdnsCommand::RestoreZone(z) => restore::run_zone(&cfg, z),
+        },
         Command::Experimental(c) => match &c.command {
             crate::cli::ExperimentalCommand::MigrateTimestamps(m) => migrate::run(&cfg, m),
         },
@@ -200,10 +205,57 @@ pub fn open_keyring(cfg: &Config) -> anyhow::Result<Arc<crate::crypt::Keyring>> 
     Ok(Arc::new(keys))
 }
 
-/// Opens a configured LMDB with its options (spec/sync-loop.md §1.1).
-pub fn open_lmdb(name: &str, l: &LmdbConfig) -> anyhow::Result<Arc<Env>> {
+/// The retained prefix of the configured storage, as a storage of its own (see
+/// [`crate::restore::RETAINED_PREFIX`]): a subdirectory of an `fs` root; for S3 and Azure the
+/// same bucket or container with the prefix added to `global_prefix`, never touching the update
+/// marker of the normal objects (archiving must not make the fleet list again).
+pub fn open_retained_storage(cfg: &Config) -> anyhow::Result<Arc<dyn Storage>> {
+    use crate::restore::RETAINED_PREFIX;
+    Ok(match cfg.storage.kind.as_str() {
+        "fs" => {
+            let o = cfg.fs_options()?;
+            let root = std::path::Path::new(&o.root_path).join(RETAINED_PREFIX);
+            Arc::new(
+                FsStorage::new(&root)
+                    .with_context(|| format!("retained objects at {}", root.display()))?,
+            )
+        }
+        "s3" => {
+            let mut o = cfg.s3_options()?;
+            o.global_prefix = format!("{}{RETAINED_PREFIX}/", o.global_prefix);
+            o.use_update_marker = false;
+            o.create_bucket = false;
+            Arc::new(S3Storage::new(o).context("s3 storage for retained objects")?)
+        }
+        "azure" => {
+            let mut o = cfg.azure_options()?;
+            o.global_prefix = format!("{}{RETAINED_PREFIX}/", o.global_prefix);
+            o.use_update_marker = false;
+            o.create_container = false;
+            Arc::new(AzureStorage::new(o).context("azure storage for retained objects")?)
+        }
+        other => bail!("retention needs fs, s3 or azure storage, not {other:?}"),
+    })
+}
+
+/// The retention of the config with its storage, or an error saying that none is configured.
+pub fn open_archive(cfg: &Config) -> anyhow::Result<crate::restore::archive::Archive> {
+    if cfg.retention.is_off() {
+        bail!(
+            "no retention configured: point-in-time restore needs `retention:` in the config \
+             (e.g. retention: {{all: 24h, hourly: 7d, daily: 90d}}) and a cleaner that archives"
+        );
+    }
+    Ok(crate::restore::archive::Archive {
+        storage: open_retained_storage(cfg)?,
+        policy: cfg.retention.clone(),
+    })
+}
+
+/// The LMDB options of a configured db.
+pub fn env_options(l: &LmdbConfig) -> EnvOptions {
     let o = &l.options;
-    let opts = EnvOptions {
+    EnvOptions {
         no_subdir: o.no_subdir,
         create: o.create,
         map_size: o.map_size,
@@ -211,7 +263,27 @@ pub fn open_lmdb(name: &str, l: &LmdbConfig) -> anyhow::Result<Arc<Env>> {
         file_mask: o.file_mask,
         dir_mask: o.dir_mask,
         read_only: false,
-    };
+    }
+}
+
+/// How snapshots are merged into a configured db.
+pub fn load_options(l: &LmdbConfig) -> crate::import::LoadOptions {
+    crate::import::LoadOptions {
+        native: l.schema_tracks_changes,
+        dupsort_hack: l.dupsort_hack,
+        deleted_cutoff: 0,
+        padding: l.header_extra_padding_block,
+        override_create_flags: l
+            .dbi_options
+            .iter()
+            .filter_map(|(k, v)| v.override_create_flags.map(|f| (k.as_bytes().to_vec(), f)))
+            .collect(),
+    }
+}
+
+/// Opens a configured LMDB with its options (spec/sync-loop.md §1.1).
+pub fn open_lmdb(name: &str, l: &LmdbConfig) -> anyhow::Result<Arc<Env>> {
+    let opts = env_options(l);
     log::info!(db = name, lmdbpath = l.path; "Opening LMDB");
     let env = Env::open(std::path::Path::new(&l.path), &opts)
         .with_context(|| format!("opening LMDB {name:?} at {:?}", l.path))?;

@@ -34,6 +34,11 @@ pub fn run(cfg: &Config, cmd: &SnapshotsCommand) -> anyhow::Result<()> {
         eprintln!("Error: context deadline exceeded (snapshots operations time out after 1m0s)");
         std::process::exit(1);
     });
+    if let SnapshotsCommand::List(c) = cmd
+        && c.retained
+    {
+        return list_retained(cfg, c);
+    }
     let storage = super::open_storage(cfg)?;
     let storage = storage.as_ref();
     let keys = super::open_keyring(cfg)?;
@@ -64,6 +69,37 @@ fn list(storage: &dyn Storage, c: &ListCmd) -> anyhow::Result<()> {
         } else {
             writeln!(out, "{}", o.name)?;
         }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `list --retained`: the retained objects as `list` prints them, then per db the count, the
+/// space used and the moments retention can rebuild.
+fn list_retained(cfg: &Config, c: &ListCmd) -> anyhow::Result<()> {
+    let archive = super::open_archive(cfg)?;
+    list(archive.storage.as_ref(), c)?;
+    let objects = archive.storage.list(&c.prefix)?;
+    let now = now_ns();
+    let mut out = BufWriter::new(io::stdout().lock());
+    for db in cfg.lmdbs.keys() {
+        let (mut n, mut bytes, mut oldest) = (0usize, 0u64, None::<i64>);
+        for o in &objects {
+            if let Ok((name, _)) = SnapshotName::parse_object(&o.name)
+                && &name.syncer == db
+            {
+                n += 1;
+                bytes += o.size;
+                oldest = Some(oldest.map_or(name.timestamp_ns, |t| t.min(name.timestamp_ns)));
+            }
+        }
+        let since = oldest.map_or("-".to_string(), crate::core::display::rfc3339_nano);
+        writeln!(
+            out,
+            "# retained {db}: {n} objects, {bytes} bytes ({}), oldest {since}; keeps {}",
+            crate::core::display::human_size(bytes),
+            crate::restore::plan::describe_window(now, &cfg.retention)
+        )?;
     }
     out.flush()?;
     Ok(())

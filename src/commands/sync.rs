@@ -9,7 +9,6 @@ use anyhow::{Context, anyhow};
 
 use crate::cli::{ReceiveCmd, SyncCmd};
 use crate::config::Config;
-use crate::import::LoadOptions;
 use crate::status::StatusContext;
 use crate::status::health::{DbHealth, health};
 use crate::syncer::cleaner::{self, Cleaner};
@@ -95,17 +94,7 @@ fn run(
             continue;
         }
         let env = super::open_lmdb(name, l)?;
-        let load_opts = LoadOptions {
-            native: l.schema_tracks_changes,
-            dupsort_hack: l.dupsort_hack,
-            deleted_cutoff: 0,
-            padding: l.header_extra_padding_block,
-            override_create_flags: l
-                .dbi_options
-                .iter()
-                .filter_map(|(k, v)| v.override_create_flags.map(|f| (k.as_bytes().to_vec(), f)))
-                .collect(),
-        };
+        let load_opts = super::load_options(l);
         let native = load_opts.native;
         let mut syncer = Syncer::new(
             name,
@@ -130,8 +119,11 @@ fn run(
                 c.interval.as_std(),
                 helpers_stop.clone(),
             );
+            let archive = (!cfg.retention.is_off())
+                .then(|| super::open_archive(cfg))
+                .transpose()?;
             workers.push(spawn(format!("cleaner-{name}"), move || {
-                cleaner::run(cleaner, storage, db, interval, stop)
+                cleaner::run(cleaner, storage, db, interval, stop, archive)
             })?);
         }
         let sw = &cfg.sweeper;

@@ -199,6 +199,46 @@ fn check_host_port(addr: &str) -> Result<(), String> {
 }
 
 impl Config {
+    /// `retention:` windows nest (`all` <= `hourly` <= `daily` where set), and a cleaner that
+    /// archives must see every object before any cleaner with its `must_keep_interval` may
+    /// delete it: its runs (every `interval` +20 %) must come more often than that.
+    fn validate_retention(&self, src: &Source) -> Result<(), ConfigError> {
+        let r = &self.retention;
+        if r.is_off() {
+            return Ok(());
+        }
+        for (k, v) in [("all", r.all), ("hourly", r.hourly), ("daily", r.daily)] {
+            if v.0 < 0 {
+                let key = format!("retention.{k}");
+                return Err(src.error(&key, format!("{key}: must not be negative")));
+            }
+        }
+        if !r.hourly.is_zero() && r.hourly < r.all {
+            return Err(src.error(
+                "retention.hourly",
+                "retention.hourly: must not be shorter than retention.all",
+            ));
+        }
+        if !r.daily.is_zero() && (r.daily < r.all || r.daily < r.hourly) {
+            return Err(src.error(
+                "retention.daily",
+                "retention.daily: must not be shorter than retention.all and retention.hourly",
+            ));
+        }
+        let c = &self.storage.cleanup;
+        if c.enabled && c.interval.0 / 5 * 6 >= c.must_keep_interval.0 {
+            return Err(src.error(
+                "storage.cleanup.interval",
+                format!(
+                    "storage.cleanup.interval: with retention, must be below must_keep_interval / 1.2 \
+                     ({}), so that objects are archived before any cleaner may delete them",
+                    GoDuration(c.must_keep_interval.0 / 6 * 5)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The validation of spec/config.md §10, in Go's order and with its messages.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.validate_in(&Source {
@@ -283,6 +323,7 @@ impl Config {
             }
         }
         self.validate_encryption(src)?;
+        self.validate_retention(src)?;
         let f = self.storage_force_snapshot_interval;
         if !f.is_zero() && f < GoDuration::from_secs(60) {
             return Err(src.error(

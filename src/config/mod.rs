@@ -19,7 +19,7 @@ pub use azure::AzureOptions;
 pub use backends::{FsOptions, S3Options, TlsOptions};
 pub use expand::expand_env;
 pub use load::{load, parse_str, parse_with_env};
-pub use types::{GoDuration, format_size, parse_size, parse_yaml11_int};
+pub use types::{GoDuration, format_size, parse_days, parse_size, parse_yaml11_int};
 use types::{de_bool, de_dbi_flags, de_f32, de_i64, de_size, de_string, de_u32};
 
 /// A config problem, located as precisely as possible.
@@ -184,6 +184,14 @@ pub struct Config {
         skip_serializing_if = "EncryptionConfig::is_off"
     )]
     pub encryption: EncryptionConfig,
+    /// Ours: point-in-time retention of snapshots and deltas (`restore`, `pdns restore-zone`).
+    /// Left out of the printed config while off.
+    #[serde(
+        default = "defaults",
+        deserialize_with = "null_is_zero",
+        skip_serializing_if = "RetentionConfig::is_off"
+    )]
+    pub retention: RetentionConfig,
     /// Where the config came from, to locate errors found later (backend options).
     #[serde(skip)]
     pub source: ConfigSource,
@@ -375,6 +383,27 @@ pub struct EncryptionConfig {
 impl EncryptionConfig {
     fn is_off(&self) -> bool {
         self.recipients.is_empty() && self.identity_files.is_empty()
+    }
+}
+
+/// `retention:` (ours). Three windows measured back from now, each at least as long as the one
+/// before when set: within `all` every object is kept (any moment can be rebuilt exactly),
+/// within `hourly` the objects that rebuild each UTC hour boundary, within `daily` each UTC
+/// midnight. Durations are Go durations, or whole days with a `d` suffix (`7d`).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    #[serde(default, deserialize_with = "types::de_days")]
+    pub all: GoDuration,
+    #[serde(default, deserialize_with = "types::de_days")]
+    pub hourly: GoDuration,
+    #[serde(default, deserialize_with = "types::de_days")]
+    pub daily: GoDuration,
+}
+
+impl RetentionConfig {
+    pub fn is_off(&self) -> bool {
+        self.all.is_zero() && self.hourly.is_zero() && self.daily.is_zero()
     }
 }
 

@@ -492,3 +492,42 @@ fn encryption_section() {
     let unknown = err(&format!("{MINIMAL}encryption:\n  passphrase: x\n"));
     assert!(unknown.contains("encryption.passphrase"), "{unknown}");
 }
+
+#[test]
+fn retention_windows_parse_and_validate() {
+    let base = "lmdbs: {main: {path: /x}}\nstorage: {type: fs, options: {root_path: /b}";
+    let c = parse(&format!(
+        "{base}}}\nretention: {{all: 24h, hourly: 7d, daily: 90d}}\n"
+    ))
+    .unwrap();
+    assert_eq!(c.retention.all, GoDuration::from_secs(86_400));
+    assert_eq!(c.retention.hourly, GoDuration::from_secs(7 * 86_400));
+    assert_eq!(c.retention.daily, GoDuration::from_secs(90 * 86_400));
+    assert!(!c.retention.is_off());
+    assert!(c.effective_yaml().contains("\nretention:"));
+    let off = parse(&format!("{base}}}\n")).unwrap();
+    assert!(off.retention.is_off());
+    assert!(!off.effective_yaml().contains("\nretention:"));
+
+    for (bad, needle) in [
+        ("retention: {all: 7d, hourly: 1d}", "retention.hourly"),
+        ("retention: {hourly: 7d, daily: 1d}", "retention.daily"),
+        ("retention: {all: 5x}", "unknown unit"),
+        ("retention: {all: 1h, weekly: 1d}", "weekly"),
+    ] {
+        let e = parse(&format!("{base}}}\n{bad}\n"))
+            .err()
+            .unwrap_or_else(|| panic!("{bad} accepted"));
+        assert!(e.to_string().contains(needle), "{bad}: {e}");
+    }
+    // A cleaner that runs less often than objects may be deleted could miss some.
+    let e = parse(&format!(
+            "{base}, cleanup: {{enabled: true, interval: 10m, must_keep_interval: 10m}}}}\nretention: {{all: 1h}}\n"
+        ))
+    .expect_err("slow archiving cleaner accepted");
+    assert!(e.to_string().contains("storage.cleanup.interval"), "{e}");
+    parse(&format!(
+            "{base}, cleanup: {{enabled: true, interval: 5m, must_keep_interval: 10m}}}}\nretention: {{all: 1h}}\n"
+        ))
+    .unwrap();
+}

@@ -338,6 +338,34 @@ impl<'de> Deserialize<'de> for GoDuration {
     }
 }
 
+/// A duration that may also be whole days, `7d` (retention windows); otherwise as
+/// [`GoDuration`]'s own deserializer.
+pub fn de_days<'de, D: Deserializer<'de>>(d: D) -> Result<GoDuration, D::Error> {
+    match scalar(d)? {
+        Scalar::Str(s) => parse_days(&s).map_err(de::Error::custom),
+        Scalar::Null => Ok(GoDuration(0)),
+        Scalar::Int(0) => Ok(GoDuration(0)),
+        _ => Err(de::Error::custom(
+            "a retention window is a duration such as 24h or 7d",
+        )),
+    }
+}
+
+/// `<n>d` (whole days) or a Go duration.
+pub fn parse_days(s: &str) -> Result<GoDuration, String> {
+    if let Some(n) = s.strip_suffix('d')
+        && !n.is_empty()
+        && n.bytes().all(|b| b.is_ascii_digit())
+    {
+        let days: i64 = n.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+        return days
+            .checked_mul(24 * HOUR as i64)
+            .map(GoDuration)
+            .ok_or_else(|| format!("duration {s:?} out of range"));
+    }
+    s.parse()
+}
+
 impl Serialize for GoDuration {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&self.to_string())

@@ -479,6 +479,16 @@ impl Env {
         Ok(self.info()?.map_size > before)
     }
 
+    /// Turns `MDB_NOSYNC` on or off: commits then do not wait for the disk (a crash may lose
+    /// them), for LMDBs of our own that are synced once when complete ([`Env::sync`]).
+    pub fn set_no_sync(&self, on: bool) -> Result<()> {
+        // SAFETY: `self.ptr` is an open env; LMDB documents MDB_NOSYNC as changeable at any
+        // time with mdb_env_set_flags.
+        check("env_set_flags", unsafe {
+            ffi::mdb_env_set_flags(self.ptr, ffi::MDB_NOSYNC, i32::from(on))
+        })
+    }
+
     pub fn begin_ro(&self) -> Result<RoTxn<'_>> {
         Ok(RoTxn {
             inner: self.begin(ffi::MDB_RDONLY)?,

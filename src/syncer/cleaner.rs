@@ -9,6 +9,8 @@
 //! deltas (which Go's cleaner cannot parse, so never touches) go once older than their
 //! instance's newest full snapshot and first seen more than `must_keep_interval` ago; they
 //! never count as an instance's snapshot, so full snapshots are cleaned exactly as before.
+//! With retention, each run first copies what the listing shows into the retained prefix
+//! (`restore::archive`) and deletes only objects that are retained or that no window needs.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::AtomicBool;
@@ -17,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use crate::core::name::{Kind, SnapshotName};
 use crate::metrics::metrics;
+use crate::restore::archive::Archive;
 use crate::storage::Storage;
 
 use crate::retry::sleep_unless_stopped;
@@ -168,19 +171,39 @@ fn perturbed(interval: Duration) -> Duration {
     interval.mul_f64(permille as f64 / 1000.0)
 }
 
-/// Runs one listing, plan and deletion pass.
+/// Runs one listing, plan and deletion pass. With retention, the listed objects are retained
+/// first, and only those safely retained are deleted.
 pub fn run_once(
     cleaner: &mut Cleaner,
     storage: &dyn Storage,
     db: &str,
+    archive: Option<&Archive>,
 ) -> Result<(), crate::storage::StorageError> {
     let m = metrics();
     m.cleaner_list_calls.inc();
     let listed = storage.list(&format!("{db}__")).inspect_err(|_| {
         m.cleaner_list_failed.inc();
     })?;
-    let names: Vec<String> = listed.into_iter().map(|o| o.name).collect();
-    let plan = cleaner.plan(&names, Instant::now(), crate::base::now_ns());
+    let names: Vec<String> = listed.iter().map(|o| o.name.clone()).collect();
+    let now_ns = crate::base::now_ns();
+    let mut plan = cleaner.plan(&names, Instant::now(), now_ns);
+    if let Some(archive) = archive {
+        let run = archive.run_once(storage, db, &listed, now_ns)?;
+        m.retention_objects
+            .with_label_values(&[db])
+            .set(i64::try_from(run.objects).unwrap_or(i64::MAX));
+        m.retention_bytes
+            .with_label_values(&[db])
+            .set(i64::try_from(run.bytes).unwrap_or(i64::MAX));
+        m.retention_copied
+            .with_label_values(&[db])
+            .inc_by(run.copied as u64);
+        m.retention_pruned
+            .with_label_values(&[db])
+            .inc_by(run.pruned as u64);
+        log::debug!(db = db, component = "retention", copied = run.copied, failed = run.copy_failed, pruned = run.pruned, objects = run.objects, bytes = run.bytes; "Retention stats");
+        plan.delete.retain(|(n, _)| run.retained.contains(n));
+    }
     for n in &plan.unproven {
         log::debug!(db = db, component = "cleaner", snapshot = n; "Not cleaning stale snapshot, merge not proven yet");
     }
@@ -220,9 +243,10 @@ pub fn run(
     db: String,
     interval: Duration,
     stop: Arc<AtomicBool>,
+    archive: Option<Archive>,
 ) {
     loop {
-        if let Err(e) = run_once(&mut cleaner, storage.as_ref(), &db) {
+        if let Err(e) = run_once(&mut cleaner, storage.as_ref(), &db, archive.as_ref()) {
             log::warn!(db = db, component = "cleaner", error = e.to_string(); "Clean run failed");
         }
         if !sleep_unless_stopped(&stop, perturbed(interval)) {
