@@ -7,6 +7,7 @@
 pub mod azure;
 mod error;
 pub mod fs;
+pub mod marker;
 pub mod memory;
 pub mod s3;
 

@@ -4,22 +4,15 @@
 //! instance after each store and delete, stays the same (and for at most
 //! `update_marker_force_list_interval`): one GET instead of a listing of thousands of objects.
 
-use std::io::{self, Read};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::io;
 
 use rusty_s3::S3Action;
 use rusty_s3::actions::ListObjectsV2;
 
 use super::request::body_text;
 use super::{S3Storage, SIGN_FOR, UPDATE_MARKER};
-use crate::storage::{ErrorKind, ObjectInfo, Result, Storage, StorageError};
-
-/// The cached listing behind the update marker.
-pub(super) struct MarkerCache {
-    marker: String,
-    objects: Vec<ObjectInfo>,
-    at: Instant,
-}
+use crate::storage::marker::{marker_body, read_marker};
+use crate::storage::{ErrorKind, ObjectInfo, Result, StorageError};
 
 impl S3Storage {
     /// The listing for [`Storage::list`]: through the marker cache when configured.
@@ -27,34 +20,9 @@ impl S3Storage {
         if !self.opts.use_update_marker {
             return self.list_all(prefix);
         }
-        let marker = self.read_marker()?;
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let fresh = match (&*cache, &marker) {
-            (Some(c), Some(m)) => {
-                c.marker == *m
-                    && c.at.elapsed() < self.opts.update_marker_force_list_interval.as_std()
-            }
-            _ => false,
-        };
-        if !fresh {
-            let objects = self.list_all("")?;
-            *cache = marker.map(|m| MarkerCache {
-                marker: m,
-                objects: objects.clone(),
-                at: Instant::now(),
-            });
-            return Ok(objects
-                .into_iter()
-                .filter(|o| o.name.starts_with(prefix))
-                .collect());
-        }
-        let c = cache
-            .as_ref()
-            .map(|c| c.objects.clone())
-            .unwrap_or_default();
-        Ok(c.into_iter()
-            .filter(|o| o.name.starts_with(prefix))
-            .collect())
+        let marker = read_marker(self)?;
+        let force = self.opts.update_marker_force_list_interval.as_std();
+        self.cache.list(prefix, marker, force, || self.list_all(""))
     }
 
     /// Lists every object under the global prefix + `prefix`, paging through the results.
@@ -107,27 +75,10 @@ impl S3Storage {
         Ok(out)
     }
 
-    pub(super) fn read_marker(&self) -> Result<Option<String>> {
-        match self.get(UPDATE_MARKER) {
-            Ok(mut r) => {
-                let mut s = String::new();
-                r.read_to_string(&mut s)
-                    .map_err(|e| StorageError::io("get", UPDATE_MARKER, e))?;
-                Ok(Some(s))
-            }
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Rewrites the marker after a change: `<key>:<etag>:<unix ns>:<deleted>`.
     pub(super) fn write_marker(&self, name: &str, etag: &str, deleted: bool) -> Result<()> {
-        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = None;
-        let ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let body = format!("{}:{etag}:{ns}:{deleted}", self.key(name));
+        self.cache.invalidate();
+        let body = marker_body(&self.key(name), etag, deleted);
         self.put_single(
             UPDATE_MARKER,
             &mut io::Cursor::new(body.as_bytes()),

@@ -17,20 +17,19 @@ pub(crate) use tls::tls_config;
 mod upload;
 
 use std::io::Read;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use rusty_s3::{Bucket, Credentials, S3Action, UrlStyle};
 use ureq::Agent;
 
+use super::marker::MarkerCache;
 use super::{ErrorKind, ObjectInfo, ReadSeek, Result, Storage, StorageError};
 use crate::config::S3Options;
 use credentials::CredentialSource;
-use list::MarkerCache;
 use request::{body_text, parse_error_xml};
 
-/// Name of the marker object (after the global prefix), as the Go backend names it.
-pub const UPDATE_MARKER: &str = "update-marker";
+/// Name of the marker object (after the global prefix).
+pub use super::marker::UPDATE_MARKER;
 /// Presigned URLs only need to be valid when the request starts.
 const SIGN_FOR: Duration = Duration::from_secs(3600);
 /// Objects above this size go up in parts (a single PUT is limited to 5 GiB by S3).
@@ -44,7 +43,7 @@ pub struct S3Storage {
     opts: S3Options,
     multipart_threshold: u64,
     part_size: u64,
-    cache: Mutex<Option<MarkerCache>>,
+    cache: MarkerCache,
 }
 
 /// Virtual-host addressing for Amazon and Google endpoints with DNS-safe bucket names, path
@@ -107,7 +106,7 @@ impl S3Storage {
             opts,
             multipart_threshold: DEFAULT_MULTIPART_THRESHOLD,
             part_size: DEFAULT_PART_SIZE,
-            cache: Mutex::new(None),
+            cache: MarkerCache::default(),
         };
         s.init()?;
         Ok(s)
