@@ -296,8 +296,13 @@ mkdir -p "$W/powerdns" "$W/state"
 $SEED "$W/powerdns/pdns.lmdb" example.org=192.0.2.1 www.example.org=192.0.2.80 >/dev/null || fatal "seeding the LMDB"
 chown -R pdns:pdns "$W/powerdns" "$W/state"
 # Uncomment: "#key" and "#  key" lines are configuration, "# text" is prose, "##" the fs storage.
-sed -e 's/^##//' -e 's/^#\([^ #]\)/\1/' -e 's/^#\(  \)/\1/' /etc/lightningstream/lightningstream.yaml |
-    awk '/^storage:$/ && !seen { seen = 1; skip = 1; next } skip && /^ / { next } { skip = 0; print }' |
+# Only the storage marked "##" is kept (the others are alternatives), and the opt-in sections
+# that need files of their own (encryption keys) or a cleaner (retention) are left out.
+sed -e 's/^##\(storage:\)$/FS\1/' -e 's/^##//' -e 's/^#\([^ #]\)/\1/' -e 's/^#\(  \)/\1/' \
+    /etc/lightningstream/lightningstream.yaml |
+    awk '/^FSstorage:$/ { skip = 0; print "storage:"; next }
+         /^(storage|encryption|retention):$/ { skip = 1; next }
+         skip && /^ / { next } { skip = 0; print }' |
     sed -e "s|/var/lib/powerdns|$W/powerdns|g" -e "s|/var/lib/lightningstream|$W/state|g" > "$W/ls.yaml"
 echo "== the packaged example, uncommented, with fs storage"
 grep -v '^ *#' "$W/ls.yaml" | grep . | sed 's/^/     /'
